@@ -12,9 +12,14 @@ from .errors import EdgeconvError
 from .runtime import Model, load
 
 
-def quantize_model(model: str | os.PathLike | Model, calib: str | os.PathLike | np.ndarray, *,
-                   limit: int | None = None, per_channel: bool = True,
-                   progress: Callable[[int], None] | None = None):
+def quantize_model(
+    model: str | os.PathLike | Model,
+    calib: str | os.PathLike | np.ndarray,
+    *,
+    limit: int | None = None,
+    per_channel: bool = True,
+    progress: Callable[[int], None] | None = None,
+):
     """Float model + calibration samples -> QuantizeResult (int8 graph, warnings, ranges)."""
     from edgeconv.quantize import quantize_graph
 
@@ -24,8 +29,9 @@ def quantize_model(model: str | os.PathLike | Model, calib: str | os.PathLike | 
     x = calib if isinstance(calib, np.ndarray) else load_dataset(calib)[0]
     if limit is not None:
         x = x[:limit]
-    x = to_model_dtype(fit_samples(x, m.input_shape, "calibration data"), "float32",
-                       "calibration data")
+    x = to_model_dtype(
+        fit_samples(x, m.input_shape, "calibration data"), "float32", "calibration data"
+    )
     return quantize_graph(m.graph, x, per_channel=per_channel, progress=progress)
 
 
@@ -45,5 +51,8 @@ def measure_latency(model: Model, x: np.ndarray, n: int = 200, warmup: int = 3) 
         model.run(sample)
         times.append(time.perf_counter() - t)
     ms = np.array(times) * 1e3
-    return {"latency_ms_p50": float(np.percentile(ms, 50)),
-            "latency_ms_p90": float(np.percentile(ms, 90)), "latency_samples": len(times)}
+    return {
+        "latency_ms_p50": float(np.percentile(ms, 50)),
+        "latency_ms_p90": float(np.percentile(ms, 90)),
+        "latency_samples": len(times),
+    }

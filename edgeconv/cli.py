@@ -51,7 +51,7 @@ def _dataset(args, path, model, limit=None, need_labels=True):
     return fit_samples(x, model.input_shape, str(path)), y
 
 
-def _score(args, model, x, y, label: str) -> tuple[float, "object"]:
+def _score(args, model, x, y, label: str) -> tuple[float, object]:
     bar = _progress(args, len(x), label)
     try:
         pred = model.predict(x, progress=bar)
@@ -63,25 +63,29 @@ def _score(args, model, x, y, label: str) -> tuple[float, "object"]:
 # ---------------------------------------------------------------- commands
 def cmd_quantize(args) -> int:
     from .api import quantize_model
-    from .formats.native import save, to_bytes
-
     from .data import load_dataset
+    from .formats.native import save, to_bytes
 
     model = _load(args, args.model)
     calib, _ = load_dataset(args.calib)
     n = min(len(calib), args.limit) if args.limit else len(calib)
     bar = _progress(args, n, "calibrating")
     try:
-        result = quantize_model(model, calib, limit=n, per_channel=not args.per_tensor,
-                                progress=bar)
+        result = quantize_model(
+            model, calib, limit=n, per_channel=not args.per_tensor, progress=bar
+        )
     finally:
         bar.close()
     for w in result.warnings:
         print(f"edgeconv: warning: {w}", file=sys.stderr)
     save(result.graph, args.output)
     size = len(to_bytes(result.graph))
-    obj = {"output": str(args.output), "calibration_samples": n, "bytes": size,
-           "warnings": result.warnings}
+    obj = {
+        "output": str(args.output),
+        "calibration_samples": n,
+        "bytes": size,
+        "warnings": result.warnings,
+    }
     _emit(args, obj, f"wrote {args.output} ({size:,} bytes; calibrated on {n} samples)")
     return 0
 
@@ -92,8 +96,12 @@ def cmd_eval(args) -> int:
     model = _load(args, args.model)
     x, y = _dataset(args, args.data, model, args.limit)
     acc, pred = _score(args, model, x, y, "int8" if model.quantized else "float")
-    obj = {"model": str(args.model), "n": int(len(x)), "accuracy": acc,
-           "quantized": model.quantized}
+    obj = {
+        "model": str(args.model),
+        "n": int(len(x)),
+        "accuracy": acc,
+        "quantized": model.quantized,
+    }
     lines = [f"{args.model}: accuracy {acc * 100:.2f} % on {len(x)} samples"]
     if not model.quantized:
         obj["float_accuracy"] = acc
@@ -102,13 +110,17 @@ def cmd_eval(args) -> int:
         facc, fpred = _score(args, ref, x, y, "float")
         obj["float_accuracy"] = facc
         obj["agreement"] = float((fpred == pred).mean())
-        lines.append(f"float model {args.float_model}: {facc * 100:.2f} %, top-1 agreement "
-                     f"{obj['agreement'] * 100:.2f} %")
+        lines.append(
+            f"float model {args.float_model}: {facc * 100:.2f} %, top-1 agreement "
+            f"{obj['agreement'] * 100:.2f} %"
+        )
     if not args.no_timing:
         lat = measure_latency(model, x)
         obj.update(lat)
-        lines.append(f"latency (batch 1): p50 {lat['latency_ms_p50']:.3f} ms, "
-                     f"p90 {lat['latency_ms_p90']:.3f} ms")
+        lines.append(
+            f"latency (batch 1): p50 {lat['latency_ms_p50']:.3f} ms, "
+            f"p90 {lat['latency_ms_p90']:.3f} ms"
+        )
     _emit(args, obj, "\n".join(lines))
     return 0
 
@@ -127,8 +139,11 @@ def cmd_run(args) -> int:
     buf = io.BytesIO()
     np.save(buf, y, allow_pickle=False)
     atomic_write(args.output, buf.getvalue())
-    _emit(args, {"output": str(args.output), "shape": list(y.shape), "dtype": str(y.dtype)},
-          f"wrote {args.output}: {list(y.shape)} {y.dtype}")
+    _emit(
+        args,
+        {"output": str(args.output), "shape": list(y.shape), "dtype": str(y.dtype)},
+        f"wrote {args.output}: {list(y.shape)} {y.dtype}",
+    )
     return 0
 
 
@@ -139,33 +154,56 @@ def cmd_inspect(args) -> int:
     g = model.graph
     rows, tot = layer_rows(g), totals(g)
     inp = g.tensor(g.inputs[0])
-    obj = {"model": str(args.model), "quantized": model.quantized,
-           "input": {"name": inp.name, "shape": list(inp.shape), "dtype": inp.dtype,
-                     "qparams": None if inp.scale is None else
-                     {"scale": float(inp.scale[0]), "zero_point": int(inp.zero_point[0])}},
-           "outputs": g.outputs, "layers": rows, **tot, "meta": g.meta}
-    lines = [f"{args.model}: {'int8' if model.quantized else 'float32'} model, "
-             f"input {inp.name} {list(inp.shape)} {inp.dtype}"]
+    obj = {
+        "model": str(args.model),
+        "quantized": model.quantized,
+        "input": {
+            "name": inp.name,
+            "shape": list(inp.shape),
+            "dtype": inp.dtype,
+            "qparams": None
+            if inp.scale is None
+            else {"scale": float(inp.scale[0]), "zero_point": int(inp.zero_point[0])},
+        },
+        "outputs": g.outputs,
+        "layers": rows,
+        **tot,
+        "meta": g.meta,
+    }
+    lines = [
+        f"{args.model}: {'int8' if model.quantized else 'float32'} model, "
+        f"input {inp.name} {list(inp.shape)} {inp.dtype}"
+    ]
     if inp.scale is not None:
         lines[0] += f" (s={float(inp.scale[0]):.6g} zp={int(inp.zero_point[0])})"
     head = f"{'#':>3} {'op':<22} {'output':<16} {'params':>8} {'bytes':>8} {'MACs':>9}  qparams"
     lines += [head, "-" * len(head)]
     for i, r in enumerate(rows):
-        lines.append(f"{i:>3} {r['op']:<22} {str(r['output_shape']):<16} {r['params']:>8,} "
-                     f"{r['param_bytes']:>8,} {r['macs']:>9,}  {r['qparams'] or ''}")
-    lines.append(f"total: {tot['params']:,} params, {tot['param_bytes']:,} bytes of weights, "
-                 f"{tot['macs']:,} MACs per sample, largest activation "
-                 f"{tot['largest_activation_bytes']:,} bytes")
+        lines.append(
+            f"{i:>3} {r['op']:<22} {str(r['output_shape']):<16} {r['params']:>8,} "
+            f"{r['param_bytes']:>8,} {r['macs']:>9,}  {r['qparams'] or ''}"
+        )
+    lines.append(
+        f"total: {tot['params']:,} params, {tot['param_bytes']:,} bytes of weights, "
+        f"{tot['macs']:,} MACs per sample, largest activation "
+        f"{tot['largest_activation_bytes']:,} bytes"
+    )
     if args.target:
         from .targets import get_profile
 
         prof = get_profile(args.target)
-        fit = {"target": prof.name, "flash_bytes": prof.flash_bytes, "sram_bytes": prof.sram_bytes,
-               "weights_fit_flash": prof.flash_bytes is None or tot["param_bytes"] <= prof.flash_bytes}
+        fit = {
+            "target": prof.name,
+            "flash_bytes": prof.flash_bytes,
+            "sram_bytes": prof.sram_bytes,
+            "weights_fit_flash": prof.flash_bytes is None or tot["param_bytes"] <= prof.flash_bytes,
+        }
         obj["target"] = fit
-        lines.append(f"target {prof.name}: weights {tot['param_bytes']:,} B vs flash "
-                     f"{prof.flash_bytes or 'unbounded'} -> "
-                     f"{'fits' if fit['weights_fit_flash'] else 'DOES NOT FIT'}")
+        lines.append(
+            f"target {prof.name}: weights {tot['param_bytes']:,} B vs flash "
+            f"{prof.flash_bytes or 'unbounded'} -> "
+            f"{'fits' if fit['weights_fit_flash'] else 'DOES NOT FIT'}"
+        )
     _emit(args, obj, "\n".join(lines))
     return 0
 
@@ -175,8 +213,12 @@ def cmd_info(args) -> int:
 
     from . import __version__, kernels
 
-    obj = {"version": __version__, "python": platform.python_version(),
-           "machine": platform.machine(), "backend": kernels.backend_name()}
+    obj = {
+        "version": __version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "backend": kernels.backend_name(),
+    }
     try:
         import numba
 
@@ -220,25 +262,36 @@ def cmd_demo(args) -> int:
     from . import kernels
 
     obj = {
-        "model": "LeNet-5 (examples/lenet5.onnx)", "data": str(data_path), "n": int(len(x)),
-        "calibration_samples": 200, "float_accuracy": facc, "accuracy": qacc,
-        "agreement": float((fpred == qpred).mean()), "float_param_bytes": fbytes,
-        "int8_param_bytes": qbytes, "float_file_bytes": float_path.stat().st_size,
-        "int8_file_bytes": qfile, "backend": kernels.backend_name(),
-        "float_latency_ms_p50": flat["latency_ms_p50"], **lat,
+        "model": "LeNet-5 (examples/lenet5.onnx)",
+        "data": str(data_path),
+        "n": int(len(x)),
+        "calibration_samples": 200,
+        "float_accuracy": facc,
+        "accuracy": qacc,
+        "agreement": float((fpred == qpred).mean()),
+        "float_param_bytes": fbytes,
+        "int8_param_bytes": qbytes,
+        "float_file_bytes": float_path.stat().st_size,
+        "int8_file_bytes": qfile,
+        "backend": kernels.backend_name(),
+        "float_latency_ms_p50": flat["latency_ms_p50"],
+        **lat,
         "total_seconds": time.perf_counter() - t0,
     }
-    text = "\n".join([
-        f"edgeconv demo: LeNet-5 on {len(x)} MNIST test images "
-        f"(calibrated on 200 training images, backend {obj['backend']})",
-        f"  float32 accuracy : {facc * 100:6.2f} %",
-        f"  int8 accuracy    : {qacc * 100:6.2f} %",
-        f"  top-1 agreement  : {obj['agreement'] * 100:6.2f} %",
-        f"  weights          : {fbytes:,} B float32 -> {qbytes:,} B int8 "
-        f"({fbytes / max(qbytes, 1):.1f}x smaller; model file {qfile:,} B)",
-        f"  latency, batch 1 : int8 p50 {lat['latency_ms_p50']:.3f} ms "
-        f"(float NumPy p50 {flat['latency_ms_p50']:.3f} ms)",
-    ] + ([f"  saved int8 model : {args.save}"] if args.save else []))
+    text = "\n".join(
+        [
+            f"edgeconv demo: LeNet-5 on {len(x)} MNIST test images "
+            f"(calibrated on 200 training images, backend {obj['backend']})",
+            f"  float32 accuracy : {facc * 100:6.2f} %",
+            f"  int8 accuracy    : {qacc * 100:6.2f} %",
+            f"  top-1 agreement  : {obj['agreement'] * 100:6.2f} %",
+            f"  weights          : {fbytes:,} B float32 -> {qbytes:,} B int8 "
+            f"({fbytes / max(qbytes, 1):.1f}x smaller; model file {qfile:,} B)",
+            f"  latency, batch 1 : int8 p50 {lat['latency_ms_p50']:.3f} ms "
+            f"(float NumPy p50 {flat['latency_ms_p50']:.3f} ms)",
+        ]
+        + ([f"  saved int8 model : {args.save}"] if args.save else [])
+    )
     _emit(args, obj, text)
     return 0
 
@@ -255,8 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
         if rounding:
-            sp.add_argument("--rounding", choices=ROUNDING_CHOICES, default="double",
-                            help="int8 requantization rounding (default: double, as TFLM)")
+            sp.add_argument(
+                "--rounding",
+                choices=ROUNDING_CHOICES,
+                default="double",
+                help="int8 requantization rounding (default: double, as TFLM)",
+            )
 
     d = sub.add_parser("demo", help="quantize the shipped LeNet-5 and score it on MNIST")
     d.add_argument("--data", help="test data instead of the shipped 1,000 MNIST images")

@@ -133,6 +133,8 @@ def fit_samples(x: np.ndarray, sample_shape: tuple[int, ...], source: str = "inp
 
 def to_model_dtype(x: np.ndarray, dtype: str, source: str = "input") -> np.ndarray:
     """Integer pixels become float32 unless the model takes integers itself."""
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise EdgeconvError(f"{source} has non-numeric dtype {x.dtype}")
     if dtype in ("int8", "uint8"):
         if x.dtype != np.dtype(dtype):
             raise EdgeconvError(f"{source} is {x.dtype}; this model takes {dtype} directly")

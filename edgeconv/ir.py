@@ -141,12 +141,16 @@ class Graph:
                 raise EdgeconvError(f"graph output {name!r} is never produced")
 
 
-def conv_output_size(size: int, kernel: int, stride: int, dilation: int, pad_a: int, pad_b: int) -> int:
+def conv_output_size(
+    size: int, kernel: int, stride: int, dilation: int, pad_a: int, pad_b: int
+) -> int:
     """Output length of a conv/pool window along one axis (floor mode)."""
     return (size + pad_a + pad_b - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def same_pads(size: int, kernel: int, stride: int, dilation: int, upper: bool = True) -> tuple[int, int]:
+def same_pads(
+    size: int, kernel: int, stride: int, dilation: int, upper: bool = True
+) -> tuple[int, int]:
     """(before, after) padding of ONNX SAME_UPPER / SAME_LOWER and TFLite SAME."""
     out = -(-size // stride)
     total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)

@@ -13,8 +13,9 @@ def round_half_away(x: float) -> int:
     return int(math.floor(abs(x) + 0.5)) * (1 if x >= 0 else -1)
 
 
-def activation_range(activation: str, scale: float, zero_point: int,
-                     clip: tuple[float, float] | None = None) -> tuple[int, int]:
+def activation_range(
+    activation: str, scale: float, zero_point: int, clip: tuple[float, float] | None = None
+) -> tuple[int, int]:
     """int8 clamp of a fused activation (TFLite CalculateActivationRangeQuantized)."""
 
     def q(f: float) -> int:
@@ -34,5 +35,8 @@ def activation_range(activation: str, scale: float, zero_point: int,
 
 def real_multipliers(in_scale: float, weight_scales: np.ndarray, out_scale: float) -> np.ndarray:
     """s_in * s_w / s_out in double from the float32-stored scales (TFLite's order)."""
-    return (np.float64(np.float32(in_scale)) * np.asarray(weight_scales, np.float32).astype(np.float64)
-            / np.float64(np.float32(out_scale)))
+    return (
+        np.float64(np.float32(in_scale))
+        * np.asarray(weight_scales, np.float32).astype(np.float64)
+        / np.float64(np.float32(out_scale))
+    )

@@ -61,8 +61,19 @@ class _Planner:
         cout = b.data.shape[0]
         mult, shift = _multipliers(s_in, w.scale, s_out, cout)
         lo, hi = self.act_range(op)
-        return dict(in_zp=zp_in, out_zp=zp_out, mult=mult, shift=shift, act_min=lo, act_max=hi,
-                    rounding=self.rounding), w.data, b.data
+        return (
+            dict(
+                in_zp=zp_in,
+                out_zp=zp_out,
+                mult=mult,
+                shift=shift,
+                act_min=lo,
+                act_max=hi,
+                rounding=self.rounding,
+            ),
+            w.data,
+            b.data,
+        )
 
     def plan_conv(self, op: Op):
         p, w, b = self._conv_like(op)
@@ -80,8 +91,13 @@ class _Planner:
     def plan_pool(self, op: Op):
         a = op.attrs
         lo, hi = self.act_range(op)
-        common = dict(kernel=tuple(a["kernel"]), stride=tuple(a["stride"]), pads=tuple(a["pads"]),
-                      act_min=lo, act_max=hi)
+        common = dict(
+            kernel=tuple(a["kernel"]),
+            stride=tuple(a["stride"]),
+            pads=tuple(a["pads"]),
+            act_min=lo,
+            act_max=hi,
+        )
         if a["mode"] == "max":
             return lambda x: kernels.max_pool2d(x, **common)
         zp = self.q(op.inputs[0])[1]
@@ -198,13 +214,14 @@ class Model:
             return kernels.dequantize(y, scale, zp)
         return y
 
-    def predict(self, x: np.ndarray, batch: int = 256,
-                progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def predict(
+        self, x: np.ndarray, batch: int = 256, progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
         """Class index per sample (argmax of the first output), in batches."""
         x = fit_samples(np.asarray(x), self.input_shape)
         out = []
         for start in range(0, len(x), batch):
-            chunk = x[start:start + batch]
+            chunk = x[start : start + batch]
             y = self.run(chunk)
             out.append(np.argmax(y.reshape(len(chunk), -1), axis=1))
             if progress:

@@ -40,27 +40,33 @@ def layer_rows(graph: Graph) -> list[dict]:
             kind = f"{op.attrs.get('mode') or op.attrs.get('fn')}_{op.kind}"
         if op.attrs.get("activation", "none") != "none":
             kind += f"+{op.attrs['activation']}"
-        rows.append({
-            "name": op.name or op.outputs[0],
-            "op": kind,
-            "output_shape": list(graph.tensors[op.outputs[0]].shape),
-            "dtype": graph.tensors[op.outputs[0]].dtype,
-            "qparams": _fmt_q(graph, op.outputs[0]),
-            "params": params,
-            "param_bytes": nbytes,
-            "macs": op_macs(graph, op),
-        })
+        rows.append(
+            {
+                "name": op.name or op.outputs[0],
+                "op": kind,
+                "output_shape": list(graph.tensors[op.outputs[0]].shape),
+                "dtype": graph.tensors[op.outputs[0]].dtype,
+                "qparams": _fmt_q(graph, op.outputs[0]),
+                "params": params,
+                "param_bytes": nbytes,
+                "macs": op_macs(graph, op),
+            }
+        )
     return rows
 
 
 def totals(graph: Graph) -> dict:
     rows = layer_rows(graph)
     largest = max(
-        (int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize
-         for t in graph.tensors.values() if not t.is_const), default=0,
+        (
+            int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize
+            for t in graph.tensors.values()
+            if not t.is_const
+        ),
+        default=0,
     )
     return {
-        "layers": len(rows),
+        "layer_count": len(rows),
         "params": sum(r["params"] for r in rows),
         "param_bytes": sum(r["param_bytes"] for r in rows),
         "macs": sum(r["macs"] for r in rows),

@@ -64,7 +64,8 @@ def quantize_weights(w: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.nd
         shape[axis] = -1
         shaped = max_abs.reshape(shape)
     safe = np.where(shaped > 0, shaped, np.float32(1.0))  # all-zero slice: q = 0 at scale 1/127
-    q = np.clip(_round_away(w * (np.float32(127.0) / safe)), -127, 127)
+    # float64: a near-dead channel (max |w| ~ 1e-38) must not overflow 127 / max_abs
+    q = np.clip(_round_away(w.astype(np.float64) * (127.0 / safe.astype(np.float64))), -127, 127)
     scale = (np.where(max_abs > 0, max_abs, np.float32(1.0)) / np.float32(127.0)).astype(np.float32)
     return q.astype(np.int8), scale
 
@@ -73,9 +74,16 @@ def _round_away(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
 
 
-def _quantize_bias(bias: np.ndarray, s_in: float, w_scale: np.ndarray, weights: np.ndarray,
-                   w_float: np.ndarray, axis: int | None, name: str,
-                   warnings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _quantize_bias(
+    bias: np.ndarray,
+    s_in: float,
+    w_scale: np.ndarray,
+    weights: np.ndarray,
+    w_float: np.ndarray,
+    axis: int | None,
+    name: str,
+    warnings: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """int32 bias at s_in * s_w[c]; a channel whose bias would overflow int32 gets a larger
     weight scale (TFLite's AdjustWeightsForBiasScale) and a warning."""
     w_scale = w_scale.copy()
@@ -102,8 +110,12 @@ def _quantize_bias(bias: np.ndarray, s_in: float, w_scale: np.ndarray, weights: 
     return q.astype(np.int32), w_scale, weights
 
 
-def calibrate(graph: Graph, samples: np.ndarray, batch: int = 64,
-              progress: Callable[[int], None] | None = None) -> dict[str, tuple[float, float]]:
+def calibrate(
+    graph: Graph,
+    samples: np.ndarray,
+    batch: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, tuple[float, float]]:
     """Run the float graph over the samples and return every activation's (min, max)."""
     if samples.shape[0] == 0:
         raise EdgeconvError("calibration data is empty")
@@ -115,20 +127,27 @@ def calibrate(graph: Graph, samples: np.ndarray, batch: int = 64,
         observers.setdefault(name, MinMaxObserver()).update(name, value)
 
     for start in range(0, samples.shape[0], batch):
-        chunk = samples[start:start + batch]
+        chunk = samples[start : start + batch]
         run_graph(graph, {graph.inputs[0]: chunk}, observe)
         if progress:
             progress(len(chunk))
     return {name: obs.range() for name, obs in observers.items()}
 
 
-def quantize_graph(graph: Graph, samples: np.ndarray, *, per_channel: bool = True,
-                   progress: Callable[[int], None] | None = None) -> QuantizeResult:
+def quantize_graph(
+    graph: Graph,
+    samples: np.ndarray,
+    *,
+    per_channel: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> QuantizeResult:
     """Float graph + calibration samples (already shaped as the model's input) -> int8 graph."""
     if graph.is_quantized:
         raise EdgeconvError("the model is already int8; quantize takes a float model")
     if len(graph.inputs) != 1:
-        raise EdgeconvError(f"quantize supports single-input models (this one has {len(graph.inputs)})")
+        raise EdgeconvError(
+            f"quantize supports single-input models (this one has {len(graph.inputs)})"
+        )
     ranges = calibrate(graph, samples, progress=progress)
     q = copy.deepcopy(graph)
     warnings: list[str] = []
@@ -144,12 +163,16 @@ def quantize_graph(graph: Graph, samples: np.ndarray, *, per_channel: bool = Tru
     for op in q.ops:
         out = op.outputs[0]
         x = q.tensors[op.inputs[0]]
-        key = (op.kind, op.attrs.get("log", False)) if op.kind == "softmax" else (
-            op.kind, op.attrs.get("fn"))
+        key = (
+            (op.kind, op.attrs.get("log", False))
+            if op.kind == "softmax"
+            else (op.kind, op.attrs.get("fn"))
+        )
         if key in FIXED_OUTPUT_QPARAMS:
             set_q(out, *FIXED_OUTPUT_QPARAMS[key])
-        elif op.kind in SHARED_QPARAM_KINDS or (op.kind == "act" and op.attrs["fn"] in (
-                "relu", "relu6", "clip")):
+        elif op.kind in SHARED_QPARAM_KINDS or (
+            op.kind == "act" and op.attrs["fn"] in ("relu", "relu6", "clip")
+        ):
             # shared parameters: the op moves or clamps values, never rescales them
             set_q(out, *x.qparams())
         else:
@@ -157,7 +180,9 @@ def quantize_graph(graph: Graph, samples: np.ndarray, *, per_channel: bool = Tru
         if op.kind in ("conv", "fc"):
             _quantize_layer(q, op, per_channel, warnings)
     q.meta["quantization"] = {
-        "scheme": "tflite-int8", "calibration": "minmax", "calibration_samples": int(len(samples)),
+        "scheme": "tflite-int8",
+        "calibration": "minmax",
+        "calibration_samples": int(len(samples)),
         "per_channel": per_channel,
     }
     if warnings:
@@ -190,7 +215,8 @@ def _quantize_layer(q: Graph, op, per_channel: bool, warnings: list[str]) -> Non
     wt.scale, wt.zero_point, wt.axis = w_scale, np.zeros(len(w_scale), np.int32), axis
     bias_scale = (np.float32(s_in) * np.broadcast_to(w_scale, (cout,))).astype(np.float32)
     bias_name = op.inputs[2] if len(op.inputs) == 3 else f"{op.outputs[0]}_bias"
-    q.tensors[bias_name] = Tensor(bias_name, (cout,), "int32", b_q, bias_scale,
-                                  np.zeros(cout, np.int32), 0)
+    q.tensors[bias_name] = Tensor(
+        bias_name, (cout,), "int32", b_q, bias_scale, np.zeros(cout, np.int32), 0
+    )
     if len(op.inputs) == 2:
         op.inputs.append(bias_name)

@@ -67,8 +67,13 @@ def to_bytes(graph: Graph) -> bytes:
         "meta": _jsonable(graph.meta),
         "tensors": tensors,
         "ops": [
-            {"kind": o.kind, "name": o.name, "inputs": o.inputs, "outputs": o.outputs,
-             "attrs": _jsonable(o.attrs)}
+            {
+                "kind": o.kind,
+                "name": o.name,
+                "inputs": o.inputs,
+                "outputs": o.outputs,
+                "attrs": _jsonable(o.attrs),
+            }
             for o in graph.ops
         ],
     }
@@ -100,7 +105,7 @@ def from_bytes(data: bytes, source: str = "model") -> Graph:
     if body > len(data):
         raise bad("truncated header")
     try:
-        header = json.loads(data[_PREFIX.size:body].decode())
+        header = json.loads(data[_PREFIX.size : body].decode())
         blob = memoryview(data)[body:]
         tensors: dict[str, Tensor] = {}
         for e in header["tensors"]:
@@ -112,7 +117,9 @@ def from_bytes(data: bytes, source: str = "model") -> Graph:
                 off, n = int(d["offset"]), int(d["nbytes"])
                 if off < 0 or off + n > len(blob):
                     raise bad(f"tensor {e['name']!r} data lies outside the file (truncated?)")
-                arr = np.frombuffer(blob[off:off + n], dtype=np.dtype(e["dtype"]).newbyteorder("<"))
+                arr = np.frombuffer(
+                    blob[off : off + n], dtype=np.dtype(e["dtype"]).newbyteorder("<")
+                )
                 arr = arr.astype(e["dtype"]).reshape(d["shape"])
             scale = zp = None
             if "scale" in e:
@@ -122,12 +129,22 @@ def from_bytes(data: bytes, source: str = "model") -> Graph:
                 e["name"], tuple(e["shape"]), e["dtype"], arr, scale, zp, e.get("axis")
             )
         ops = [
-            Op(o["kind"], list(o["inputs"]), list(o["outputs"]),
-               {k: _tupled(v) for k, v in o["attrs"].items()}, o.get("name", ""))
+            Op(
+                o["kind"],
+                list(o["inputs"]),
+                list(o["outputs"]),
+                {k: _tupled(v) for k, v in o["attrs"].items()},
+                o.get("name", ""),
+            )
             for o in header["ops"]
         ]
-        graph = Graph(tensors, ops, list(header["inputs"]), list(header["outputs"]),
-                      dict(header.get("meta", {})))
+        graph = Graph(
+            tensors,
+            ops,
+            list(header["inputs"]),
+            list(header["outputs"]),
+            dict(header.get("meta", {})),
+        )
     except EdgeconvError:
         raise
     except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:

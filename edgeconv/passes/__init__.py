@@ -27,9 +27,13 @@ def fold_batchnorm(graph: Graph) -> Graph:
     conv that feeds it, scaling that conv's output channels."""
     for bn in [op for op in graph.ops if op.attrs.get("batchnorm")]:
         producer = graph.producers().get(bn.inputs[0])
-        if (producer is None or producer.kind != "conv" or producer.attrs.get("batchnorm")
-                or producer.attrs.get("activation", "none") != "none"
-                or _single_consumer(graph, bn.inputs[0]) is not bn):
+        if (
+            producer is None
+            or producer.kind != "conv"
+            or producer.attrs.get("batchnorm")
+            or producer.attrs.get("activation", "none") != "none"
+            or _single_consumer(graph, bn.inputs[0]) is not bn
+        ):
             continue
         gain = graph.tensors[bn.inputs[1]].data.reshape(-1)
         shift = graph.tensors[bn.inputs[2]].data.reshape(-1)
@@ -56,11 +60,16 @@ def fold_batchnorm(graph: Graph) -> Graph:
 def fuse_activation(graph: Graph) -> Graph:
     """Fold ReLU / ReLU6 / Clip into the conv, fc, pool or add before it (TFLite's
     fused_activation_function): in int8 it becomes a clamp, costing nothing."""
-    for act in [op for op in graph.ops if op.kind == "act" and op.attrs["fn"] in FUSABLE_ACTIVATIONS]:
+    for act in [
+        op for op in graph.ops if op.kind == "act" and op.attrs["fn"] in FUSABLE_ACTIVATIONS
+    ]:
         producer = graph.producers().get(act.inputs[0])
-        if (producer is None or producer.kind not in ("conv", "fc", "pool", "add")
-                or producer.attrs.get("activation", "none") != "none"
-                or _single_consumer(graph, act.inputs[0]) is not act):
+        if (
+            producer is None
+            or producer.kind not in ("conv", "fc", "pool", "add")
+            or producer.attrs.get("activation", "none") != "none"
+            or _single_consumer(graph, act.inputs[0]) is not act
+        ):
             continue
         producer.attrs["activation"] = act.attrs["fn"]
         if act.attrs["fn"] == "clip":
@@ -75,13 +84,17 @@ def fuse_activation(graph: Graph) -> Graph:
 def fold_transpose_into_fc(graph: Graph) -> Graph:
     """NHWC->NCHW transpose, then flatten, then FC: permute the FC weight columns instead,
     so the flatten reads NHWC memory directly and no data moves at run time."""
-    for tr in [op for op in graph.ops if op.kind == "transpose" and op.attrs["perm"] == NHWC_TO_NCHW]:
+    for tr in [
+        op for op in graph.ops if op.kind == "transpose" and op.attrs["perm"] == NHWC_TO_NCHW
+    ]:
         flat = _single_consumer(graph, tr.outputs[0])
         if flat is None or flat.kind != "reshape" or len(flat.attrs["shape"]) != 1:
             continue
         users = graph.consumers().get(flat.outputs[0], [])
-        if not users or flat.outputs[0] in graph.outputs or any(
-            u.kind != "fc" or u.inputs[0] != flat.outputs[0] for u in users
+        if (
+            not users
+            or flat.outputs[0] in graph.outputs
+            or any(u.kind != "fc" or u.inputs[0] != flat.outputs[0] for u in users)
         ):
             continue
         _, h, w, c = graph.tensors[tr.inputs[0]].shape
@@ -104,13 +117,19 @@ def drop_noop_reshapes(graph: Graph) -> Graph:
             continue
         src = graph.tensors[op.inputs[0]]
         producer = graph.producers().get(op.inputs[0])
-        if (producer is not None and producer.kind == "reshape"
-                and _single_consumer(graph, op.inputs[0]) is op):
+        if (
+            producer is not None
+            and producer.kind == "reshape"
+            and _single_consumer(graph, op.inputs[0]) is op
+        ):
             op.inputs[0] = producer.inputs[0]
             graph.ops.remove(producer)
             graph.tensors.pop(src.name, None)
             src = graph.tensors[op.inputs[0]]
-        if tuple(src.shape) == tuple(graph.tensors[op.outputs[0]].shape) and op.outputs[0] not in graph.outputs:
+        if (
+            tuple(src.shape) == tuple(graph.tensors[op.outputs[0]].shape)
+            and op.outputs[0] not in graph.outputs
+        ):
             for user in graph.consumers().get(op.outputs[0], []):
                 user.inputs = [src.name if i == op.outputs[0] else i for i in user.inputs]
             graph.tensors.pop(op.outputs[0], None)
