@@ -41,6 +41,7 @@ class _Importer:
         self.graph = Graph({}, [], [], [], {"source_format": "onnx", "source": source})
         self.consts: dict[str, np.ndarray] = {}
         self.values: dict[str, Value] = {}
+        self.converted: dict[tuple, object] = {}  # layout conversions already emitted
         self.opset = 13
         for imp in model.opset_import:
             if imp.domain in ("", "ai.onnx"):
@@ -48,6 +49,8 @@ class _Importer:
         self.node = None
         self.onnx_uses: dict[str, int] = {}
         for n in model.graph.node:
+            if n.op_type == "Shape":
+                continue  # reads only the shape, never the data
             for name in n.input:
                 self.onnx_uses[name] = self.onnx_uses.get(name, 0) + 1
         for out in model.graph.output:
@@ -82,7 +85,9 @@ class _Importer:
 
     def emit(self, kind: str, inputs: list[str], out_shape, attrs=None, out_name=None) -> str:
         out = self.new_tensor(out_name or f"{self.node.output[0]}", out_shape)
-        self.graph.ops.append(Op(kind, inputs, [out], attrs or {}, self.node.name or out))
+        # layout changes for the graph outputs are emitted after the last node
+        name = self.node.name if self.node is not None and self.node.name else out
+        self.graph.ops.append(Op(kind, inputs, [out], attrs or {}, name))
         return out
 
     def const(self, name: str, what: str = "input") -> np.ndarray:
@@ -105,34 +110,61 @@ class _Importer:
         n, c, length = shape
         return (n, 1, length, c)
 
+    def reshaped(self, name: str, shape, out_name: str) -> str:
+        """`name` viewed with `shape` (same element order): a reshape op unless it already
+        has that shape."""
+        shape = tuple(int(s) for s in shape)
+        if self.graph.tensors[name].shape == shape:
+            return name
+        return self.emit("reshape", [name], shape, {"shape": shape[1:]}, out_name=out_name)
+
     def as_nchw(self, v: Value) -> Value:
         """The value stored NHWC (what conv/pool need), emitting a transpose if needed."""
         if v.layout == "nchw":
             return v
         if len(v.shape) not in (3, 4):
             raise self.fail(f"expects a 3-D or 4-D (N,C,...) input, got shape {list(v.shape)}")
-        target = self.internal_shape(v.shape, "nchw")
-        if len(v.shape) == 3 or v.shape[1] == 1:
-            name = self.emit("reshape", [v.name], target, {"shape": target[1:]},
-                             out_name=f"{v.name}_nhwc")
-        else:
-            name = self.emit("transpose", [v.name], target, {"perm": NCHW_TO_NHWC},
-                             out_name=f"{v.name}_nhwc")
-        return Value(name, v.shape, "nchw")
+        key = (v.name, v.shape, "nchw")
+        if key not in self.converted:
+            target = self.internal_shape(v.shape, "nchw")
+            if v.shape[1] == 1 or int(np.prod(v.shape[2:])) == 1:
+                # channels or space is a single element: the memory order is the same
+                name = self.reshaped(v.name, target, f"{v.name}_nhwc")
+            else:
+                src = v.name
+                if len(v.shape) == 3:  # N,C,L -> N,C,1,L, then the 4-D transpose
+                    n, c, length = v.shape
+                    src = self.reshaped(v.name, (n, c, 1, length), f"{v.name}_nc1l")
+                name = self.emit("transpose", [src], target, {"perm": NCHW_TO_NHWC},
+                                 out_name=f"{v.name}_nhwc")
+            self.converted[key] = Value(name, v.shape, "nchw")
+        return self.converted[key]
+
+    def onnx_order(self, v: Value) -> str:
+        """An IR tensor holding `v`'s elements in ONNX (NCHW / NCL) order, emitting a
+        transpose if the data must move. Its shape is v.shape, except that a 3-D value
+        comes as (N,C,1,L) and one that needed no data movement keeps its stored shape."""
+        if v.layout == "plain":
+            return v.name
+        inner = self.graph.tensors[v.name].shape  # N,H,W,C (N,1,L,C for 3-D)
+        if inner[3] == 1 or inner[1] * inner[2] == 1:
+            return v.name  # no data movement: a reshape is enough
+        key = (v.name, v.shape, "onnx_order")
+        if key not in self.converted:
+            shape = tuple(inner[i] for i in NHWC_TO_NCHW)
+            self.converted[key] = self.emit("transpose", [v.name], shape,
+                                            {"perm": NHWC_TO_NCHW}, out_name=f"{v.name}_nchw")
+        return self.converted[key]
 
     def as_plain(self, v: Value) -> Value:
         """The value stored in ONNX order (what flatten/reshape/gemm need)."""
         if v.layout == "plain":
             return v
-        inner = self.graph.tensors[v.name].shape
-        if len(v.shape) == 3 or inner[3] == 1 or inner[1] * inner[2] == 1:
-            # no data movement: a reshape is enough
-            name = self.emit("reshape", [v.name], v.shape, {"shape": tuple(v.shape[1:])},
-                             out_name=f"{v.name}_nchw")
-        else:
-            name = self.emit("transpose", [v.name], v.shape, {"perm": NHWC_TO_NCHW},
-                             out_name=f"{v.name}_nchw")
-        return Value(name, v.shape, "plain")
+        key = (v.name, v.shape, "plain")
+        if key not in self.converted:
+            name = self.reshaped(self.onnx_order(v), v.shape, f"{v.name}_nchw")
+            self.converted[key] = Value(name, v.shape, "plain")
+        return self.converted[key]
 
     def bind(self, onnx_name: str, ir_name: str, shape, layout: str) -> None:
         self.values[onnx_name] = Value(ir_name, tuple(int(s) for s in shape), layout)
@@ -219,7 +251,7 @@ class _Importer:
             raise
         except Exception as e:  # noqa: BLE001 - numpy raises many kinds on bad shapes
             raise self.fail(f"cannot evaluate constant expression ({e})") from None
-        for name, arr in zip(node.output, outs):
+        for name, arr in zip(node.output, outs, strict=False):  # optional outputs unused
             self.consts[name] = np.asarray(arr)
 
 
@@ -291,6 +323,7 @@ _FOLDABLE = {
     "Transpose": _f_transpose,
     "Flatten": _f_flatten,
     "Identity": lambda imp, x: [x],
+    "Shape": lambda imp, x: [_shape_of(imp, x.shape)],
     "Add": lambda imp, a, b: [a + b],
     "Sub": lambda imp, a, b: [a - b],
     "Mul": lambda imp, a, b: [a * b],
@@ -304,6 +337,13 @@ def _check_finite(imp: _Importer, arr: np.ndarray, what: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise imp.fail(f"{what} contains NaN or inf")
     return arr
+
+
+def _scalar(imp: _Importer, name: str, what: str) -> float:
+    arr = np.asarray(imp.const(name, what))
+    if arr.size != 1:
+        raise imp.fail(f"{what} must be a single value, got shape {list(arr.shape)}")
+    return float(arr.reshape(-1)[0])
 
 
 def _spatial(imp: _Importer, rank: int, name: str, default: int) -> tuple[int, int]:
@@ -340,6 +380,8 @@ def _out_hw(shape_hw, kernel, stride, dilation, pads, ceil=False):
     for i in range(2):
         span = shape_hw[i] + pads[i] + pads[i + 2] - dilation[i] * (kernel[i] - 1) - 1
         n = (-(-span // stride[i]) if ceil else span // stride[i]) + 1
+        if ceil and (n - 1) * stride[i] >= shape_hw[i] + pads[i]:
+            n -= 1  # ONNX (and PyTorch) drop a window that would start in the end padding
         out.append(n)
     return tuple(out)
 
@@ -384,6 +426,8 @@ def _conv(imp: _Importer):
     inputs = [v.name, imp.new_tensor(f"{node.input[1]}_w", None, data=weight)]
     if len(node.input) > 2 and node.input[2]:
         b = _check_finite(imp, imp.const(node.input[2], "bias"), "bias").reshape(-1)
+        if b.size != cout:
+            raise imp.fail(f"bias has {b.size} values for {cout} output channels")
         inputs.append(imp.new_tensor(f"{node.input[2]}_b", None, data=b))
     out_shape = (1, hw[0], hw[1], cout)
     out = imp.emit("conv", inputs, out_shape, attrs)
@@ -400,24 +444,32 @@ def _pool(imp: _Importer, mode: str, global_: bool = False):
     if global_:
         kernel, stride, pads, ceil = tuple(hw_in), (1, 1), (0, 0, 0, 0), False
     else:
+        if imp.attr("kernel_shape") is None:
+            raise imp.fail("attribute kernel_shape is missing")
         k = [int(x) for x in imp.attr("kernel_shape")]
+        if len(k) != rank - 2:
+            raise imp.fail(f"kernel_shape {k} does not match a {rank}-D input")
         kernel = (1, k[0]) if rank == 3 else (k[0], k[1])
         stride = _spatial(imp, rank, "strides", 1)
         if any(d != 1 for d in (imp.attr("dilations") or [1])):
             raise imp.fail("dilated pooling is not supported")
         pads = _window(imp, v, kernel, stride, (1, 1))
         ceil = bool(imp.attr("ceil_mode", 0))
+    count_include_pad = bool(imp.attr("count_include_pad", 0))
     hw = _out_hw(hw_in, kernel, stride, (1, 1), pads, ceil)
-    if ceil:  # extra bottom/right padding that only ceil mode reaches
-        extra_h = (hw[0] - 1) * stride[0] + kernel[0] - (hw_in[0] + pads[0] + pads[2])
-        extra_w = (hw[1] - 1) * stride[1] + kernel[1] - (hw_in[1] + pads[1] + pads[3])
-        if (extra_h > 0 or extra_w > 0) and mode == "avg":
-            raise imp.fail("AveragePool with ceil_mode=1 that changes the output is not supported")
+    extra_h = (hw[0] - 1) * stride[0] + kernel[0] - (hw_in[0] + pads[0] + pads[2])
+    extra_w = (hw[1] - 1) * stride[1] + kernel[1] - (hw_in[1] + pads[1] + pads[3])
+    if extra_h > 0 or extra_w > 0:  # windows that only ceil mode reaches: pad further
+        if mode == "avg" and count_include_pad:
+            if any(pads):
+                raise imp.fail("AveragePool with ceil_mode=1, count_include_pad=1 and pads, "
+                               "whose last windows reach past the padding, is not supported")
+            count_include_pad = False  # no pads: the windows average the input they cover
         pads = (pads[0], pads[1], pads[2] + max(extra_h, 0), pads[3] + max(extra_w, 0))
     if min(hw) < 1:
         raise imp.fail(f"pool window {kernel} does not fit the input {list(v.shape)}")
     attrs = {"mode": mode, "kernel": kernel, "stride": stride, "pads": pads, "activation": "none",
-             "count_include_pad": bool(imp.attr("count_include_pad", 0))}
+             "count_include_pad": count_include_pad}
     c = v.shape[1]
     out = imp.emit("pool", [v.name], (1, hw[0], hw[1], c), attrs)
     imp.bind(node.output[0], out, _nchw_shape(v, c, hw), "nchw")
@@ -453,7 +505,8 @@ def _gemm(imp: _Importer):
     bias = None
     if len(node.input) > 2 and node.input[2]:
         c = _check_finite(imp, imp.const(node.input[2], "C"), "bias")
-        if c.size not in (1, weight.shape[0]):
+        if c.ndim > 2 or c.shape[-1:] not in ((), (1,), (weight.shape[0],)) or (
+                c.ndim == 2 and c.shape[0] != 1):
             raise imp.fail(f"bias C of shape {list(c.shape)} is not per output feature")
         bias = float(imp.attr("beta", 1.0)) * c
     _emit_fc(imp, v, weight, bias)
@@ -497,8 +550,11 @@ def _add(imp: _Importer):
     c = _check_finite(imp, imp.consts[b], "addend")
     producer = imp.graph.producers().get(v.name)
     vector = _per_channel_vector(c, v.shape)
+    # every reader of the producer's data, also through Identity/Dropout/free-transpose
+    # aliases of it: the bias may change only if this Add is the only one
+    readers = sum(imp.onnx_uses.get(n, 0) for n, val in imp.values.items() if val.name == v.name)
     if (producer is None or producer.kind not in ("conv", "fc") or vector is None
-            or imp.onnx_uses.get(a, 0) != 1 or producer.attrs.get("batchnorm")):
+            or readers != 1 or producer.attrs.get("batchnorm")):
         raise imp.fail(
             "adding a constant is supported only as the bias of the Conv/Gemm/MatMul "
             "right before it (one value per output channel)"
@@ -522,8 +578,8 @@ def _act(imp: _Importer, fn: str, **attrs):
 def _clip(imp: _Importer):
     node = imp.node
     if imp.opset >= 11:
-        lo = float(imp.const(node.input[1], "min")) if len(node.input) > 1 and node.input[1] else None
-        hi = float(imp.const(node.input[2], "max")) if len(node.input) > 2 and node.input[2] else None
+        lo = _scalar(imp, node.input[1], "min") if len(node.input) > 1 and node.input[1] else None
+        hi = _scalar(imp, node.input[2], "max") if len(node.input) > 2 and node.input[2] else None
     else:
         lo, hi = imp.attr("min"), imp.attr("max")
     lo = -np.inf if lo is None else lo
@@ -548,7 +604,8 @@ def _softmax(imp: _Importer, log: bool):
 
 
 def _reshape_to(imp: _Importer, v: Value, shape: list[int]):
-    v = imp.as_plain(v)
+    if imp.attr("allowzero", 0) and 0 in shape:
+        raise imp.fail(f"reshape to {shape} with allowzero=1 (an empty tensor) is not supported")
     numel = int(np.prod(v.shape))
     shape = [v.shape[i] if s == 0 and i < len(v.shape) else s for i, s in enumerate(shape)]
     if shape and shape[0] == -1 and shape.count(-1) == 1:
@@ -560,7 +617,9 @@ def _reshape_to(imp: _Importer, v: Value, shape: list[int]):
         shape[shape.index(-1)] = numel // known if known else 0
     if int(np.prod(shape)) != numel or not shape or shape[0] != 1:
         raise imp.fail(f"cannot reshape {list(v.shape)} to {shape} keeping the batch dimension")
-    out = imp.emit("reshape", [v.name], tuple(shape), {"shape": tuple(shape[1:])})
+    # straight from the ONNX-ordered data (no intermediate as_plain reshape), so that a
+    # layout transpose -> flatten -> FC chain stays visible to fold_transpose_into_fc
+    out = imp.emit("reshape", [imp.onnx_order(v)], tuple(shape), {"shape": tuple(shape[1:])})
     imp.bind(imp.node.output[0], out, shape, "plain")
 
 
@@ -578,16 +637,31 @@ def _flatten(imp: _Importer):
 
 def _transpose(imp: _Importer):
     v = imp.value(imp.node.input[0])
-    perm = tuple(int(p) for p in (imp.attr("perm") or range(len(v.shape))[::-1]))
+    rank = len(v.shape)
+    perm = tuple(int(p) for p in (imp.attr("perm") or range(rank)[::-1]))
+    if sorted(perm) != list(range(rank)):
+        raise imp.fail(f"transpose perm {list(perm)} is not a permutation of {rank} axes")
     if perm[0] != 0:
         raise imp.fail(f"transpose perm {list(perm)} moves the batch dimension")
     shape = tuple(v.shape[p] for p in perm)
     out_name = imp.node.output[0]
-    if len(v.shape) == 4 and v.layout == "plain" and perm == NHWC_TO_NCHW:
+    if perm == tuple(range(rank)):
+        imp.values[out_name] = v
+        return
+    if rank == 4 and v.layout == "plain" and perm == NHWC_TO_NCHW:
         imp.values[out_name] = Value(v.name, shape, "nchw")  # Keras NHWC input: free
         return
-    if len(v.shape) == 4 and v.layout == "nchw" and perm == NCHW_TO_NHWC:
+    if rank == 4 and v.layout == "nchw" and perm == NCHW_TO_NHWC:
         imp.values[out_name] = Value(v.name, shape, "plain")
+        return
+    if rank == 3 and perm == (0, 2, 1):  # N,L,C <-> N,C,L: N,1,L,C storage is a reshape away
+        n, a, b = v.shape
+        if v.layout == "plain":  # Keras NLC -> NCL, stored N,1,L,C
+            name = imp.reshaped(v.name, (n, 1, a, b), f"{out_name}_nhwc")
+            imp.values[out_name] = Value(name, shape, "nchw")
+        else:  # NCL stored N,1,L,C -> NLC
+            name = imp.reshaped(v.name, (n, b, a), out_name)
+            imp.values[out_name] = Value(name, shape, "plain")
         return
     v = imp.as_plain(v)
     out = imp.emit("transpose", [v.name], shape, {"perm": perm})
@@ -600,7 +674,7 @@ def _pad(imp: _Importer):
     mode = imp.attr("mode", "constant")
     if imp.opset >= 11:
         pads = [int(p) for p in imp.const(node.input[1], "pads")]
-        value = float(imp.const(node.input[2], "constant_value")) if (
+        value = _scalar(imp, node.input[2], "constant_value") if (
             len(node.input) > 2 and node.input[2]) else 0.0
     else:
         pads = [int(p) for p in imp.attr("pads")]
@@ -608,6 +682,16 @@ def _pad(imp: _Importer):
     rank = len(v.shape)
     if mode != "constant" or value != 0.0:
         raise imp.fail("only constant zero padding is supported")
+    if imp.opset >= 18 and len(node.input) > 3 and node.input[3]:  # pads for these axes only
+        axes = [int(a) % rank for a in np.atleast_1d(imp.const(node.input[3], "axes"))]
+        if len(pads) != 2 * len(axes) or len(set(axes)) != len(axes):
+            raise imp.fail(f"pads {pads} do not match axes {axes}")
+        full = [0] * (2 * rank)
+        for i, a in enumerate(axes):
+            full[a], full[rank + a] = pads[i], pads[len(axes) + i]
+        pads = full
+    if len(pads) != 2 * rank:
+        raise imp.fail(f"pads {pads} do not match a {rank}-D input")
     begin, end = pads[:rank], pads[rank:]
     if begin[:2] != [0, 0] or end[:2] != [0, 0] or any(p < 0 for p in pads):
         raise imp.fail(f"only non-negative padding of the spatial axes is supported, got {pads}")
@@ -625,9 +709,18 @@ def _batchnorm(imp: _Importer):
         _check_finite(imp, imp.const(n, "BatchNormalization parameter"), "parameter")
         for n in node.input[1:5]
     )
-    gain = scale / np.sqrt(var + float(imp.attr("epsilon", 1e-5)))
-    shift = bias - mean * gain
     c = v.shape[1]
+    if imp.attr("training_mode", 0) or (len(node.output) > 1 and any(node.output[1:])):
+        raise imp.fail("BatchNormalization in training mode is not supported")
+    if any(p.size != c for p in (scale, bias, mean, var)):
+        raise imp.fail(f"parameters must hold one value per channel ({c}); "
+                       f"got sizes {[p.size for p in (scale, bias, mean, var)]}")
+    scale, bias, mean, var = (p.reshape(-1) for p in (scale, bias, mean, var))
+    with np.errstate(invalid="ignore"):
+        gain = scale / np.sqrt(var + float(imp.attr("epsilon", 1e-5)))
+    if not np.all(np.isfinite(gain)):
+        raise imp.fail("variance + epsilon is not positive in every channel")
+    shift = bias - mean * gain
     # a BN is a 1x1 depthwise conv; the fold_batchnorm pass merges it into a preceding conv
     w = imp.new_tensor(f"{node.output[0]}_gain", None, data=gain.reshape(1, 1, 1, c))
     b = imp.new_tensor(f"{node.output[0]}_shift", None, data=shift)
@@ -635,6 +728,20 @@ def _batchnorm(imp: _Importer):
              "depthwise": True, "depth_multiplier": 1, "batchnorm": True}
     out = imp.emit("conv", [v.name, w, b], imp.graph.tensors[v.name].shape, attrs)
     imp.bind(node.output[0], out, v.shape, "nchw")
+
+
+def _shape_of(imp: _Importer, shape) -> np.ndarray:
+    dims = np.array(shape, np.int64)
+    start, end = imp.attr("start", 0), imp.attr("end")
+    return dims[start:end]
+
+
+def _shape(imp: _Importer):
+    """Shape of an activation, as a constant (what PyTorch's x.view(x.size(0), -1) emits).
+    The batch dimension reads as 1 (as everywhere in the IR); a Reshape keeps the batch
+    whatever its first target dimension, and refuses a target whose first dimension is not 1."""
+    v = imp.value(imp.node.input[0])
+    imp.consts[imp.node.output[0]] = _shape_of(imp, v.shape)
 
 
 def _identity(imp: _Importer):
@@ -663,6 +770,7 @@ _CONVERTERS = {
     "LogSoftmax": lambda imp: _softmax(imp, True),
     "Dropout": _identity,
     "Identity": _identity,
+    "Shape": _shape,
 }
 
 
