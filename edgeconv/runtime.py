@@ -205,6 +205,31 @@ class Model:
             step(env)
         return {name: env[name] for name in self.graph.outputs}
 
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every activation of one run by tensor name, raw (int8 for an int8 model):
+        what the per-layer quantization report compares with the float model."""
+        x = self.prepare_input(x)
+        env: dict[str, np.ndarray] = {}
+
+        def keep(name: str, value: np.ndarray) -> None:
+            env[name] = value
+
+        if not self.quantized:
+            run_graph(self.graph, {self.graph.inputs[0]: x}, keep)
+            return env
+        env[self.graph.inputs[0]] = x
+        for step in self._plan():
+            step(env)
+        return env
+
+    def run_op(self, index: int, env: dict[str, np.ndarray]) -> np.ndarray:
+        """Run op `index` of an int8 model alone on the raw inputs in `env` (tensor name
+        -> array); its output is stored in `env` and returned."""
+        if not self.quantized:
+            raise EdgeconvError("run_op runs one op of an int8 model")
+        self._plan()[index](env)
+        return env[self.graph.ops[index].outputs[0]]
+
     def run(self, x: np.ndarray, *, dequantize: bool = False) -> np.ndarray:
         """The first output: raw int8 for an int8 model unless `dequantize=True`."""
         name = self.graph.outputs[0]

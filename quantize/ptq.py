@@ -19,7 +19,9 @@ from edgeconv.float_runtime import run_graph
 from edgeconv.ir import Graph, Tensor
 from edgeconv.qmath import round_half_away
 
+from .calibration import DEFAULT_PERCENTILE
 from .observers import MinMaxObserver
+from .stats import DEFAULT_BINS, CalibrationStats
 
 INT32_MAX = 2**31 - 1
 
@@ -39,6 +41,10 @@ class QuantizeResult:
     graph: Graph
     warnings: list[str] = field(default_factory=list)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # which calibration method chose each range-calibrated tensor (empty for plain minmax)
+    methods: dict[str, str] = field(default_factory=dict)
+    # auto: held-out score of every configuration tried
+    trials: list[dict] = field(default_factory=list)
 
 
 def choose_activation_qparams(lo: float, hi: float) -> tuple[float, int]:
@@ -110,6 +116,18 @@ def _quantize_bias(
     return q.astype(np.int32), w_scale, weights
 
 
+def _chunks(samples: np.ndarray, batch: int):
+    """Batches of the samples, each checked for NaN/inf as it goes (a whole-array check
+    would allocate a temporary as large as the data)."""
+    if samples.shape[0] == 0:
+        raise EdgeconvError("calibration data is empty")
+    for start in range(0, samples.shape[0], batch):
+        chunk = samples[start : start + batch]
+        if not np.all(np.isfinite(chunk)):
+            raise EdgeconvError("calibration data contains NaN or inf")
+        yield chunk
+
+
 def calibrate(
     graph: Graph,
     samples: np.ndarray,
@@ -117,21 +135,72 @@ def calibrate(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Run the float graph over the samples and return every activation's (min, max)."""
-    if samples.shape[0] == 0:
-        raise EdgeconvError("calibration data is empty")
-    if not np.all(np.isfinite(samples)):
-        raise EdgeconvError("calibration data contains NaN or inf")
     observers: dict[str, MinMaxObserver] = {}
 
     def observe(name: str, value: np.ndarray) -> None:
         observers.setdefault(name, MinMaxObserver()).update(name, value)
 
-    for start in range(0, samples.shape[0], batch):
-        chunk = samples[start : start + batch]
+    for chunk in _chunks(samples, batch):
         run_graph(graph, {graph.inputs[0]: chunk}, observe)
         if progress:
             progress(len(chunk))
     return {name: obs.range() for name, obs in observers.items()}
+
+
+def collect_statistics(
+    graph: Graph,
+    samples: np.ndarray,
+    *,
+    bins: int = DEFAULT_BINS,
+    layer_means: bool = False,
+    batch: int = 64,
+    progress: Callable[[int], None] | None = None,
+    into: CalibrationStats | None = None,
+) -> CalibrationStats:
+    """One streaming pass of the float graph: a histogram per activation (and, for bias
+    correction, each conv/fc layer's mean input window). Memory is O(bins x tensors)
+    whatever the number of samples; pass `into` to continue a previous pass."""
+    stats = into or CalibrationStats(graph, bins, layer_means)
+    for chunk in _chunks(samples, batch):
+        run_graph(graph, {graph.inputs[0]: chunk}, stats.observe)
+        if progress:
+            progress(len(chunk))
+    return stats
+
+
+def range_tensors(graph: Graph) -> list[str]:
+    """The activations whose (scale, zero point) come from their calibrated range: the
+    graph input and every op output that is neither fixed (softmax, tanh, sigmoid) nor
+    shared with the op's input (pool, reshape, ReLU, ...)."""
+    names = list(graph.inputs)
+    for op in graph.ops:
+        if _fixed_qparams(op) is None and not _shares_qparams(op):
+            names.append(op.outputs[0])
+    return names
+
+
+def _fixed_qparams(op) -> tuple[float, int] | None:
+    key = (
+        (op.kind, op.attrs.get("log", False))
+        if op.kind == "softmax"
+        else (op.kind, op.attrs.get("fn"))
+    )
+    return FIXED_OUTPUT_QPARAMS.get(key)
+
+
+def _shares_qparams(op) -> bool:
+    return op.kind in SHARED_QPARAM_KINDS or (
+        op.kind == "act" and op.attrs["fn"] in ("relu", "relu6", "clip")
+    )
+
+
+def _check_float_single_input(graph: Graph) -> None:
+    if graph.is_quantized:
+        raise EdgeconvError("the model is already int8; quantize takes a float model")
+    if len(graph.inputs) != 1:
+        raise EdgeconvError(
+            f"quantize supports single-input models (this one has {len(graph.inputs)})"
+        )
 
 
 def quantize_graph(
@@ -140,15 +209,56 @@ def quantize_graph(
     *,
     per_channel: bool = True,
     progress: Callable[[int], None] | None = None,
+    method: str = "minmax",
+    percentile: float = DEFAULT_PERCENTILE,
+    bias_correction: bool = False,
+    holdout: float = 0.2,
 ) -> QuantizeResult:
-    """Float graph + calibration samples (already shaped as the model's input) -> int8 graph."""
-    if graph.is_quantized:
-        raise EdgeconvError("the model is already int8; quantize takes a float model")
-    if len(graph.inputs) != 1:
-        raise EdgeconvError(
-            f"quantize supports single-input models (this one has {len(graph.inputs)})"
-        )
-    ranges = calibrate(graph, samples, progress=progress)
+    """Float graph + calibration samples (already shaped as the model's input) -> int8 graph.
+
+    `method` picks each activation's range: "minmax" (TFLite's rule, the default),
+    "percentile", "mse", "entropy", or "auto" (each method tried per model, then per
+    tensor, on a held-out `holdout` fraction of the samples; the best is kept).
+    `bias_correction` shifts each conv/fc bias by the mean error its int8 weights make on
+    the calibration data. Either way only scales, zero points and bias values change.
+    """
+    _check_float_single_input(graph)
+    if method == "minmax" and not bias_correction:
+        ranges = calibrate(graph, samples, progress=progress)
+        q, warnings = build_quantized(graph, ranges, per_channel=per_channel)
+        q.meta["quantization"] = {
+            "scheme": "tflite-int8",
+            "calibration": "minmax",
+            "calibration_samples": int(len(samples)),
+            "per_channel": per_channel,
+        }
+        if warnings:
+            q.meta["quantization"]["warnings"] = warnings
+        q.validate()
+        return QuantizeResult(q, warnings, ranges)
+    from .auto import quantize_with_method
+
+    return quantize_with_method(
+        graph,
+        samples,
+        per_channel=per_channel,
+        progress=progress,
+        method=method,
+        percentile=percentile,
+        bias_correction=bias_correction,
+        holdout=holdout,
+    )
+
+
+def build_quantized(
+    graph: Graph,
+    ranges: dict[str, tuple[float, float]],
+    *,
+    per_channel: bool = True,
+    input_means: dict[str, np.ndarray] | None = None,
+) -> tuple[Graph, list[str]]:
+    """The int8 graph for given activation ranges (TFLite's parameter rules). With
+    `input_means` (layer output name -> mean input window), biases get the mean-shift correction."""
     q = copy.deepcopy(graph)
     warnings: list[str] = []
 
@@ -163,35 +273,23 @@ def quantize_graph(
     for op in q.ops:
         out = op.outputs[0]
         x = q.tensors[op.inputs[0]]
-        key = (
-            (op.kind, op.attrs.get("log", False))
-            if op.kind == "softmax"
-            else (op.kind, op.attrs.get("fn"))
-        )
-        if key in FIXED_OUTPUT_QPARAMS:
-            set_q(out, *FIXED_OUTPUT_QPARAMS[key])
-        elif op.kind in SHARED_QPARAM_KINDS or (
-            op.kind == "act" and op.attrs["fn"] in ("relu", "relu6", "clip")
-        ):
+        fixed = _fixed_qparams(op)
+        if fixed is not None:
+            set_q(out, *fixed)
+        elif _shares_qparams(op):
             # shared parameters: the op moves or clamps values, never rescales them
             set_q(out, *x.qparams())
         else:
             set_q(out, *choose_activation_qparams(*ranges[out]))
         if op.kind in ("conv", "fc"):
-            _quantize_layer(q, op, per_channel, warnings)
-    q.meta["quantization"] = {
-        "scheme": "tflite-int8",
-        "calibration": "minmax",
-        "calibration_samples": int(len(samples)),
-        "per_channel": per_channel,
-    }
-    if warnings:
-        q.meta["quantization"]["warnings"] = warnings
-    q.validate()
-    return QuantizeResult(q, warnings, ranges)
+            mean = None if input_means is None else input_means.get(out)
+            _quantize_layer(q, op, per_channel, warnings, mean)
+    return q, warnings
 
 
-def _quantize_layer(q: Graph, op, per_channel: bool, warnings: list[str]) -> None:
+def _quantize_layer(
+    q: Graph, op, per_channel: bool, warnings: list[str], input_mean: np.ndarray | None = None
+) -> None:
     x = q.tensors[op.inputs[0]]
     wt = q.tensors[op.inputs[1]]
     w_float = wt.data.astype(np.float32)
@@ -210,6 +308,10 @@ def _quantize_layer(q: Graph, op, per_channel: bool, warnings: list[str]) -> Non
             raise EdgeconvError(f"layer {op.name!r}: bias contains NaN or inf")
     else:
         b = np.zeros(cout, np.float32)
+    if input_mean is not None:
+        from .bias_correction import bias_shift
+
+        b = (b + bias_shift(op, w_float, w_q, w_scale, input_mean)).astype(np.float32)
     b_q, w_scale, w_q = _quantize_bias(b, s_in, w_scale, w_q, w_float, axis, op.name, warnings)
     wt.data, wt.dtype = w_q, "int8"
     wt.scale, wt.zero_point, wt.axis = w_scale, np.zeros(len(w_scale), np.int32), axis
