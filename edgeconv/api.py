@@ -19,8 +19,12 @@ def quantize_model(
     limit: int | None = None,
     per_channel: bool = True,
     progress: Callable[[int], None] | None = None,
+    method: str = "minmax",
+    percentile: float = 99.99,
+    bias_correction: bool = False,
 ):
-    """Float model + calibration samples -> QuantizeResult (int8 graph, warnings, ranges)."""
+    """Float model + calibration samples -> QuantizeResult (int8 graph, warnings, ranges).
+    `method`: minmax (default), percentile, mse, entropy or auto (see edgeconv.quantize)."""
     from edgeconv.quantize import quantize_graph
 
     m = model if isinstance(model, Model) else load(model)
@@ -32,7 +36,15 @@ def quantize_model(
     x = to_model_dtype(
         fit_samples(x, m.input_shape, "calibration data"), "float32", "calibration data"
     )
-    return quantize_graph(m.graph, x, per_channel=per_channel, progress=progress)
+    return quantize_graph(
+        m.graph,
+        x,
+        per_channel=per_channel,
+        progress=progress,
+        method=method,
+        percentile=percentile,
+        bias_correction=bias_correction,
+    )
 
 
 def measure_latency(model: Model, x: np.ndarray, n: int = 200, warmup: int = 3) -> dict:

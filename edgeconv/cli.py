@@ -72,7 +72,14 @@ def cmd_quantize(args) -> int:
     bar = _progress(args, n, "calibrating")
     try:
         result = quantize_model(
-            model, calib, limit=n, per_channel=not args.per_tensor, progress=bar
+            model,
+            calib,
+            limit=n,
+            per_channel=not args.per_tensor,
+            progress=bar,
+            method=args.method,
+            percentile=args.percentile,
+            bias_correction=args.bias_correction,
         )
     finally:
         bar.close()
@@ -85,8 +92,56 @@ def cmd_quantize(args) -> int:
         "calibration_samples": n,
         "bytes": size,
         "warnings": result.warnings,
+        "method": args.method,
     }
-    _emit(args, obj, f"wrote {args.output} ({size:,} bytes; calibrated on {n} samples)")
+    text = f"wrote {args.output} ({size:,} bytes; calibrated on {n} samples, {args.method})"
+    if result.methods and args.method == "auto":
+        obj["methods"] = result.methods
+        text += "\nauto chose: " + ", ".join(f"{t}={m}" for t, m in result.methods.items())
+    if args.report or args.html:
+        from .runtime import Model
+
+        data = args.report_data or args.calib
+        rep, rtext = _layer_report(args, model, Model(result.graph, str(args.output)), data)
+        obj["report"] = rep
+        text += "\n" + rtext
+    _emit(args, obj, text)
+    return 0
+
+
+def _layer_report(args, fmodel, qmodel, data) -> tuple[dict, str]:
+    """The per-layer report of an int8 model against its float model on `data`."""
+    from .fileio import atomic_write
+    from .quantize.report import layer_report
+
+    x, _ = _dataset(args, data, qmodel, args.report_limit, need_labels=False)
+    rep = layer_report(fmodel.graph, qmodel, x)
+    text = rep.text()
+    if args.html:
+        atomic_write(args.html, rep.html().encode("utf-8"))
+        text += f"\nwrote {args.html}"
+    out = rep.as_dict()
+    if args.html:
+        out["html"] = str(args.html)
+    return out, text
+
+
+def cmd_compare(args) -> int:
+    """Per-layer error of an int8 model against the float model it came from."""
+    fmodel = _load(args, args.float_model)
+    qmodel = _load(args, args.int8_model)
+    if fmodel.quantized or not qmodel.quantized:
+        raise EdgeconvError("compare takes a float model then an int8 model: FLOAT INT8")
+    fnames = {fmodel.graph.inputs[0], *(op.outputs[0] for op in fmodel.graph.ops)}
+    qnames = {op.outputs[0] for op in qmodel.graph.ops}
+    if not fnames & qnames:
+        raise EdgeconvError(
+            f"{args.int8_model} shares no tensor names with {args.float_model}: was it "
+            "quantized from this float model?"
+        )
+    rep, text = _layer_report(args, fmodel, qmodel, args.data)
+    obj = {"float_model": str(args.float_model), "int8_model": str(args.int8_model), **rep}
+    _emit(args, obj, text)
     return 0
 
 
@@ -304,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edgeconv {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def report_options(sp):
+        sp.add_argument("--report", action="store_true", help="print the per-layer error table")
+        sp.add_argument("--html", help="write the report as one self-contained HTML page")
+        sp.add_argument(
+            "--report-data", help="samples for the report (default: the calibration samples)"
+        )
+        sp.add_argument(
+            "--report-limit", type=int, default=1000, help="report on the first N (1000)"
+        )
+
     def common(sp, json_flag=True, rounding=True):
         if json_flag:
             sp.add_argument("--json", action="store_true", help="print one JSON object")
@@ -330,8 +395,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True, help="output .edgeconv file")
     q.add_argument("--limit", type=int, help="use at most N calibration samples")
     q.add_argument("--per-tensor", action="store_true", help="one weight scale per layer")
+    q.add_argument(
+        "--method",
+        choices=("minmax", "percentile", "mse", "entropy", "auto"),
+        default="minmax",
+        help="how activation ranges are calibrated (default: minmax, as TFLite); auto tries "
+        "each per model and per tensor on a held-out fifth of the calibration samples",
+    )
+    q.add_argument("--percentile", type=float, default=99.99, help="for --method percentile")
+    q.add_argument(
+        "--bias-correction", action="store_true", help="correct the mean shift of int8 weights"
+    )
+    report_options(q)
     common(q, rounding=False)
     q.set_defaults(func=cmd_quantize)
+
+    c = sub.add_parser("compare", help="per-layer error of an int8 model vs its float model")
+    c.add_argument("float_model", metavar="FLOAT")
+    c.add_argument("int8_model", metavar="INT8")
+    c.add_argument("--data", required=True, help="samples to compare on (.npz/.npy/IDX)")
+    c.add_argument("--labels", help=argparse.SUPPRESS)
+    c.add_argument("--limit", dest="report_limit", type=int, help="use the first N samples")
+    c.add_argument("--html", help="also write a self-contained HTML page with histograms")
+    common(c)
+    c.set_defaults(func=cmd_compare)
 
     e = sub.add_parser("eval", help="top-1 accuracy (and latency) on labelled data")
     e.add_argument("model")
