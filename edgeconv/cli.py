@@ -259,6 +259,16 @@ def cmd_inspect(args) -> int:
             f"{prof.flash_bytes or 'unbounded'} -> "
             f"{'fits' if fit['weights_fit_flash'] else 'DOES NOT FIT'}"
         )
+        if prof.kind == "mcu" and model.quantized:  # C export: arena, flash, per-layer peak
+            from .targets.c_export import inspect_c
+
+            mem = inspect_c(g, prof)
+            lines += mem.pop("text").splitlines()
+            obj["c_export"] = mem
+            if mem.get("error"):
+                _emit(args, obj, "\n".join(lines))
+                print(f"edgeconv: error: {mem['error']}", file=sys.stderr)
+                return 2
     _emit(args, obj, "\n".join(lines))
     return 0
 

@@ -18,6 +18,10 @@ class TargetProfile:
     flash_bytes: int | None  # None: not a constraint (Linux boards)
     sram_bytes: int | None
     description: str
+    # C export (kind "mcu"): compiler flags selecting the core, and optimisation flags
+    cpu_flags: tuple[str, ...] = ()
+    cflags: tuple[str, ...] = ()
+    qemu_machine: str | None = None  # QEMU board that runs this core's code (verify --emulate)
 
 
 PROFILES: dict[str, TargetProfile] = {
@@ -30,6 +34,9 @@ PROFILES: dict[str, TargetProfile] = {
             256 * 1024,
             32 * 1024,
             "Cortex-M0+ class, e.g. RP2040-size SRAM budget cut to 32 KiB, 256 KiB flash",
+            cpu_flags=("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"),
+            cflags=("-Os",),
+            qemu_machine="mps2-an385",  # a Cortex-M3 board: runs ARMv6-M code unchanged
         ),
         TargetProfile(
             "cortex-m4",
@@ -38,6 +45,9 @@ PROFILES: dict[str, TargetProfile] = {
             1024 * 1024,
             256 * 1024,
             "Cortex-M4F class (STM32F4/nRF52840-size): 1 MiB flash, 256 KiB SRAM",
+            cpu_flags=("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft"),
+            cflags=("-Os",),
+            qemu_machine="mps2-an386",
         ),
         TargetProfile(
             "cortex-m7",
@@ -46,6 +56,9 @@ PROFILES: dict[str, TargetProfile] = {
             2 * 1024 * 1024,
             512 * 1024,
             "Cortex-M7 class (STM32F7/H7-size): 2 MiB flash, 512 KiB SRAM",
+            cpu_flags=("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=soft"),
+            cflags=("-O2",),
+            qemu_machine="mps2-an500",
         ),
         TargetProfile(
             "cortex-m33",
@@ -54,8 +67,12 @@ PROFILES: dict[str, TargetProfile] = {
             1024 * 1024,
             256 * 1024,
             "Cortex-M33 class (nRF5340/STM32U5-size): 1 MiB flash, 256 KiB SRAM",
+            cpu_flags=("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=soft"),
+            cflags=("-Os",),
         ),
-        TargetProfile("generic-c", "mcu", "host", None, None, "portable C99, no budget"),
+        TargetProfile(
+            "generic-c", "mcu", "host", None, None, "portable C99, no budget", cflags=("-O2",)
+        ),
         TargetProfile("rpi4", "linux", "cortex-a72", None, None, "Raspberry Pi 4, 64-bit Pi OS"),
         TargetProfile("rpi5", "linux", "cortex-a76", None, None, "Raspberry Pi 5, 64-bit Pi OS"),
         TargetProfile(
