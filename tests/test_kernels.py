@@ -285,6 +285,10 @@ MULT_EXTREMES = [INT32_MIN, -1, 0, 1, 2**30, 2**30 + 1, INT32_MAX]
 _ORACLE = {
     "double": requant.requantize_scalar_double,
     "single": requant.requantize_scalar_single,
+    "double-up": requant.requantize_scalar_double_up,
+    # the float modes, given only mult/shift, use the real value mult * 2^(shift - 31)
+    "fp32": lambda a, m, s: requant.requantize_scalar_fp32(a, m * 2.0 ** (s - 31)),
+    "fp64": lambda a, m, s: requant.requantize_scalar_fp64(a, m * 2.0 ** (s - 31)),
 }
 
 

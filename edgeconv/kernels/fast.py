@@ -64,12 +64,30 @@ def _wrap32(v):
 
 
 @njit(cache=True)
-def _requant_one(acc, mult, shift, mode):
+def _requant_float(acc, scale, mode):
+    """fp32 (float32 product, ties to even) or fp64 (double product, ties away from zero),
+    saturated to int32 before rounding; as ``reference._requantize_float``."""
+    if mode == 3:
+        v = np.float64(np.float32(acc) * np.float32(scale))
+        v = min(max(v, -2147483648.0), 2147483647.0)
+        return np.int64(np.rint(v))
+    v = min(max(np.float64(acc) * scale, -2147483648.0), 2147483647.0)
+    a = abs(v)
+    r = np.floor(a)
+    if a - r >= 0.5:
+        r += 1.0
+    return np.int64(r) if v >= 0 else -np.int64(r)
+
+
+@njit(cache=True)
+def _requant_one(acc, mult, shift, scale, mode):
     """One int32 accumulator -> int32 result (both held in int64).
 
     Data-dependent conditions are computed as 0/1 integers rather than branches: on real
     accumulators they are unpredictable, and mispredicts cost more than the arithmetic.
     """
+    if mode >= 3:
+        return _requant_float(acc, scale, mode)
     a = np.int64(acc)
     q = np.int64(mult)
     s = np.int64(shift)
@@ -82,6 +100,8 @@ def _requant_one(acc, mult, shift, mode):
     # SRDHM: (ab + nudge) / 2^31 with C truncation equals floor((ab + 2^30) / 2^31); the only
     # result above INT32_MAX is INT32_MIN * INT32_MIN, which gemmlowp saturates.
     high = min((a * q + (np.int64(1) << 30)) >> 31, np.int64(2147483647))
+    if mode == 2:  # double-up: rounding shift with ties toward +inf
+        return (high + ((np.int64(1) << right) >> 1)) >> right
     # RoundingDivideByPOT
     mask = (np.int64(1) << right) - 1
     remainder = high & mask
@@ -90,30 +110,38 @@ def _requant_one(acc, mult, shift, mode):
 
 
 @njit(cache=True)
-def _finish(acc, mult, shift, mode, out_zp, act_min, act_max):
-    """Requantize, add the output zero point (int32 in C), clamp to the activation range."""
-    v = _wrap32(_requant_one(acc, mult, shift, mode) + out_zp)
+def _finish(acc, mult, shift, scale, mode, out_zp, act_min, act_max):
+    """Requantize, add the output zero point (int32 in C), clamp to the activation range.
+    The float modes clamp without wrapping (XNNPACK clamps in float)."""
+    v = _requant_one(acc, mult, shift, scale, mode) + out_zp
+    if mode < 3:
+        v = _wrap32(v)
     return min(max(v, np.int64(act_min)), np.int64(act_max))
 
 
 @njit(cache=True)
-def _requantize_flat(acc, mult, shift, mode):
+def _requantize_flat(acc, mult, shift, scale, mode):
     n = acc.shape[0]
     period = mult.shape[0]
     out = np.empty(n, dtype=np.int32)
     for i in range(n):
         c = i % period
-        out[i] = _requant_one(acc[i], mult[c], shift[c], mode)
+        out[i] = _requant_one(acc[i], mult[c], shift[c], scale[c], mode)
     return out
 
 
 def requantize(
-    acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int, rounding: str = "double"
+    acc: np.ndarray,
+    mult: np.ndarray | int,
+    shift: np.ndarray | int,
+    rounding: str = "double",
+    scale: np.ndarray | float | None = None,
 ) -> np.ndarray:
-    """Requantize int32 accumulators; mult/shift broadcast along the last axis."""
-    acc, mult_v, shift_v, mode = _requantize_args(acc, mult, shift, rounding)
+    """Requantize int32 accumulators; mult/shift (scale for fp32/fp64) broadcast along the
+    last axis."""
+    acc, mult_v, shift_v, mode, scale_v = _requantize_args(acc, mult, shift, rounding, scale)
     flat = np.ascontiguousarray(acc).reshape(-1)
-    return _requantize_flat(flat, mult_v, shift_v, mode).reshape(acc.shape)
+    return _requantize_flat(flat, mult_v, shift_v, scale_v, mode).reshape(acc.shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -148,7 +176,7 @@ def _folded_bias(bias: np.ndarray, in_zp: int, w_per_out: np.ndarray) -> np.ndar
 
 @njit(cache=True)
 def _conv2d_kernel(
-    xp, w, bias_eff, mult, shift, sh, sw, dh, dw, oh, ow, out_zp, act_min, act_max, mode
+    xp, w, bias_eff, mult, shift, scale, sh, sw, dh, dw, oh, ow, out_zp, act_min, act_max, mode
 ):
     n, ph, pw, cin = xp.shape
     cout, kh, kw, _ = w.shape
@@ -188,7 +216,9 @@ def _conv2d_kernel(
                     ws = oc * k
                     for i in range(k):
                         acc = np.int32(acc + np.int32(patch[i]) * np.int32(wf[ws + i]))
-                    of[o] = _finish(acc, mult[oc], shift[oc], mode, out_zp, act_min, act_max)
+                    of[o] = _finish(
+                        acc, mult[oc], shift[oc], scale[oc], mode, out_zp, act_min, act_max
+                    )
                     o += 1
     return out
 
@@ -208,10 +238,24 @@ def conv2d(
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Int8 Conv2D, same contract as ``reference.conv2d``."""
     a = _conv_args(
-        x, w, bias, in_zp, out_zp, mult, shift, stride, dilation, pads, act_min, act_max, rounding
+        x,
+        w,
+        bias,
+        in_zp,
+        out_zp,
+        mult,
+        shift,
+        stride,
+        dilation,
+        pads,
+        act_min,
+        act_max,
+        rounding,
+        scale=scale,
     )
     w_c = np.ascontiguousarray(a.w)
     cout, kh, kw, _ = w_c.shape
@@ -223,6 +267,7 @@ def conv2d(
         bias_eff,
         a.mult,
         a.shift,
+        a.scale,
         a.stride[0],
         a.stride[1],
         a.dilation[0],
@@ -238,7 +283,23 @@ def conv2d(
 
 @njit(cache=True)
 def _depthwise_kernel(
-    xp, w, bias_eff, mult, shift, sh, sw, dh, dw, oh, ow, depth_mult, out_zp, act_min, act_max, mode
+    xp,
+    w,
+    bias_eff,
+    mult,
+    shift,
+    scale,
+    sh,
+    sw,
+    dh,
+    dw,
+    oh,
+    ow,
+    depth_mult,
+    out_zp,
+    act_min,
+    act_max,
+    mode,
 ):
     n, ph, pw, cin = xp.shape
     _, kh, kw, cout = w.shape
@@ -267,7 +328,9 @@ def _depthwise_kernel(
                                 for m in range(depth_mult):
                                     acc[oc0 + m] += xv * np.int32(wf[ws + oc0 + m])
                 for oc in range(cout):
-                    of[o] = _finish(acc[oc], mult[oc], shift[oc], mode, out_zp, act_min, act_max)
+                    of[o] = _finish(
+                        acc[oc], mult[oc], shift[oc], scale[oc], mode, out_zp, act_min, act_max
+                    )
                     o += 1
     return out
 
@@ -288,6 +351,7 @@ def depthwise_conv2d(
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Int8 DepthwiseConv2D, same contract as ``reference.depthwise_conv2d``."""
     a = _conv_args(
@@ -305,6 +369,7 @@ def depthwise_conv2d(
         act_max,
         rounding,
         depth_multiplier,
+        scale,
     )
     w_c = np.ascontiguousarray(a.w)
     _, kh, kw, cout = w_c.shape
@@ -316,6 +381,7 @@ def depthwise_conv2d(
         bias_eff,
         a.mult,
         a.shift,
+        a.scale,
         a.stride[0],
         a.stride[1],
         a.dilation[0],
@@ -331,7 +397,7 @@ def depthwise_conv2d(
 
 
 @njit(cache=True)
-def _fc_kernel(x, w, bias_eff, mult, shift, out_zp, act_min, act_max, mode):
+def _fc_kernel(x, w, bias_eff, mult, shift, scale, out_zp, act_min, act_max, mode):
     n, k = x.shape
     cout = w.shape[0]
     out = np.empty((n, cout), dtype=np.int8)
@@ -342,7 +408,9 @@ def _fc_kernel(x, w, bias_eff, mult, shift, out_zp, act_min, act_max, mode):
             acc = np.int32(bias_eff[oc])
             for i in range(k):
                 acc = np.int32(acc + np.int32(xrow[i]) * np.int32(wrow[i]))
-            out[b, oc] = _finish(acc, mult[oc], shift[oc], mode, out_zp, act_min, act_max)
+            out[b, oc] = _finish(
+                acc, mult[oc], shift[oc], scale[oc], mode, out_zp, act_min, act_max
+            )
     return out
 
 
@@ -358,9 +426,10 @@ def fully_connected(
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """Int8 FullyConnected, same contract as ``reference.fully_connected``."""
-    a = _fc_args(x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding)
+    a = _fc_args(x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding, scale)
     w_c = np.ascontiguousarray(a.w)
     bias_eff = _folded_bias(a.bias, a.in_zp, w_c)
     return _fc_kernel(
@@ -369,6 +438,7 @@ def fully_connected(
         bias_eff,
         a.mult,
         a.shift,
+        a.scale,
         a.out_zp,
         a.act[0],
         a.act[1],

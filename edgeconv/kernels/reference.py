@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import EdgeconvError
-from .requant import INT32_MAX, INT32_MIN, SHIFT_MAX, SHIFT_MIN, rounding_code
+from .requant import FLOAT_MODES, INT32_MAX, INT32_MIN, SHIFT_MAX, SHIFT_MIN, rounding_code
 
 BACKEND_NAME = "numpy"
 
@@ -111,6 +111,27 @@ def _bias(bias: object, n: int) -> np.ndarray:
     return _int_vector("bias", bias, n, INT32_MIN, INT32_MAX)
 
 
+def _scale_vector(
+    scale: object, n: int, rounding: object, mult: np.ndarray, shift: np.ndarray
+) -> np.ndarray:
+    """The real multipliers as float64[n] for the float rounding modes (fp32, fp64), which
+    use them instead of mult/shift; without ``scale`` the value mult * 2^(shift - 31) that
+    mult/shift stand for (exact in double). Zeros (unused) for the fixed-point modes."""
+    if rounding not in FLOAT_MODES:
+        return np.zeros(n, dtype=np.float64)
+    if scale is None:
+        return mult.astype(np.float64) * np.exp2(shift.astype(np.float64) - 31)
+    arr = np.asarray(scale)
+    if arr.dtype.kind not in "fiu":
+        raise EdgeconvError(f"scale must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim > 1 or (arr.ndim == 1 and arr.shape[0] not in (1, n)):
+        raise EdgeconvError(f"scale must have shape ({n},) (or be a scalar), got {arr.shape}")
+    arr = np.array(np.broadcast_to(arr, (n,)), dtype=np.float64)
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise EdgeconvError("scale must be finite and >= 0")
+    return arr
+
+
 def _out_size(axis: str, size: int, pad_total: int, span: int, stride: int) -> int:
     """Output length along one axis; ``span`` is the dilated kernel extent."""
     out = (size + pad_total - span) // stride + 1
@@ -136,6 +157,7 @@ class _ConvArgs(NamedTuple):
     act: tuple[int, int]
     mode: int  # rounding_code
     depth_multiplier: int
+    scale: np.ndarray  # float64[cout]: real multipliers, used by the float modes
 
 
 def _conv_args(
@@ -153,6 +175,7 @@ def _conv_args(
     act_max,
     rounding,
     depth_multiplier=None,
+    scale=None,
 ) -> _ConvArgs:
     """Validate a conv2d (depth_multiplier None) or depthwise_conv2d call."""
     x = _array("x", x, np.int8, 4)
@@ -198,6 +221,7 @@ def _conv_args(
         act=_act_range(act_min, act_max),
         mode=rounding_code(rounding),
         depth_multiplier=m,
+        scale=_scale_vector(scale, cout, rounding, mult_v, shift_v),
     )
 
 
@@ -211,9 +235,12 @@ class _FcArgs(NamedTuple):
     shift: np.ndarray
     act: tuple[int, int]
     mode: int
+    scale: np.ndarray
 
 
-def _fc_args(x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding) -> _FcArgs:
+def _fc_args(
+    x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding, scale=None
+) -> _FcArgs:
     x = _array("x", x, np.int8, 2)
     w = _array("w", w, np.int8, 2)
     if w.shape[1] != x.shape[1]:
@@ -232,6 +259,7 @@ def _fc_args(x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding)
         shift=shift_v,
         act=_act_range(act_min, act_max),
         mode=rounding_code(rounding),
+        scale=_scale_vector(scale, cout, rounding, mult_v, shift_v),
     )
 
 
@@ -256,8 +284,10 @@ def _pool_args(x, kernel, stride, pads, act_min, act_max) -> _PoolArgs:
     return _PoolArgs(x, k, s, p, (oh, ow), _act_range(act_min, act_max))
 
 
-def _requantize_args(acc, mult, shift, rounding) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """acc as int32; mult/shift as int32[L] (L = acc's last axis, or 1) for broadcasting."""
+def _requantize_args(
+    acc, mult, shift, rounding, scale=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, np.ndarray]:
+    """acc as int32; mult/shift (and scale) as [L] (L = acc's last axis, or 1)."""
     if not isinstance(acc, np.ndarray):
         acc = np.asarray(acc)
     if acc.dtype.kind not in "iu":
@@ -269,9 +299,12 @@ def _requantize_args(acc, mult, shift, rounding) -> tuple[np.ndarray, np.ndarray
     n = acc.shape[-1] if acc.ndim else 1
     m = np.asarray(mult)
     s = np.asarray(shift)
-    length = n if (m.ndim == 1 and m.shape[0] == n) or (s.ndim == 1 and s.shape[0] == n) else 1
+    sc = np.asarray(scale if scale is not None else 0)
+    per = (m, s, sc)
+    length = n if any(a.ndim == 1 and a.shape[0] == n for a in per) else 1
     mult_v, shift_v = _mult_shift(mult, shift, length)
-    return acc, mult_v, shift_v, rounding_code(rounding)
+    mode = rounding_code(rounding)
+    return acc, mult_v, shift_v, mode, _scale_vector(scale, length, rounding, mult_v, shift_v)
 
 
 def _float_scale(scale: object) -> np.float32:
@@ -295,8 +328,31 @@ def _wrap_int32(v: np.ndarray) -> np.ndarray:
     return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
-def _requantize64(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, mode: int) -> np.ndarray:
-    """MultiplyByQuantizedMultiplier on int64 arrays holding int32 values (broadcasting)."""
+def _round_half_away_f64(v: np.ndarray) -> np.ndarray:
+    """std::round on doubles; the fraction ``a - floor(a)`` is exact, so no 0.49999... trap."""
+    a = np.abs(v)
+    r = np.floor(a)
+    return np.copysign(r + (a - r >= 0.5), v)
+
+
+def _requantize_float(acc: np.ndarray, scale: np.ndarray, mode: int) -> np.ndarray:
+    """fp32 (XNNPACK: float32 product, ties to even) or fp64 (LiteRT reference FC: double
+    product, ties away); saturated to int32 before rounding."""
+    if mode == 3:
+        v = (acc.astype(np.float32) * scale.astype(np.float32)).astype(np.float64)
+        v = np.rint(np.clip(v, INT32_MIN, INT32_MAX))
+    else:
+        v = _round_half_away_f64(np.clip(acc.astype(np.float64) * scale, INT32_MIN, INT32_MAX))
+    return v.astype(np.int64)
+
+
+def _requantize64(
+    acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, mode: int, scale=None
+) -> np.ndarray:
+    """MultiplyByQuantizedMultiplier on int64 arrays holding int32 values (broadcasting);
+    the float modes use ``scale`` instead of mult/shift."""
+    if mode >= 3:
+        return _requantize_float(acc, scale, mode)
     acc = acc.astype(np.int64)
     mult = mult.astype(np.int64)
     shift = shift.astype(np.int64)
@@ -312,25 +368,34 @@ def _requantize64(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, mode: in
     num = ab + nudge
     high = np.sign(num) * (np.abs(num) >> 31)  # C division truncates toward zero
     high = np.where((a == INT32_MIN) & (mult == INT32_MIN), INT32_MAX, high)
+    if mode == 2:  # double-up: the rounding shift's ties go toward +inf
+        return (high + ((np.int64(1) << right) >> 1)) >> right
     mask = (np.int64(1) << right) - 1
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
     return (high >> right) + (remainder > threshold)
 
 
-def _output_stage(acc: np.ndarray, mult, shift, mode: int, out_zp: int, act) -> np.ndarray:
-    """int32 accumulator -> requantize -> + out_zp -> clamp -> int8 (TFLM's last four lines)."""
-    v = _requantize64(_wrap_int32(acc), mult, shift, mode)
-    v = _wrap_int32(v + out_zp)
+def _output_stage(acc: np.ndarray, mult, shift, mode: int, out_zp: int, act, scale) -> np.ndarray:
+    """int32 accumulator -> requantize -> + out_zp -> clamp -> int8 (TFLM's last four lines).
+    The float modes clamp without wrapping, as XNNPACK clamps in float."""
+    v = _requantize64(_wrap_int32(acc), mult, shift, mode, scale)
+    v = v + out_zp if mode >= 3 else _wrap_int32(v + out_zp)
     return np.clip(v, act[0], act[1]).astype(np.int8)
 
 
 def requantize(
-    acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int, rounding: str = "double"
+    acc: np.ndarray,
+    mult: np.ndarray | int,
+    shift: np.ndarray | int,
+    rounding: str = "double",
+    scale: np.ndarray | float | None = None,
 ) -> np.ndarray:
-    """Requantize int32 accumulators; mult/shift broadcast along the last axis."""
-    acc, mult_v, shift_v, mode = _requantize_args(acc, mult, shift, rounding)
-    return _requantize64(acc, mult_v, shift_v, mode).astype(np.int32).reshape(acc.shape)
+    """Requantize int32 accumulators; mult/shift (scale for fp32/fp64) broadcast along the
+    last axis."""
+    acc, mult_v, shift_v, mode, scale_v = _requantize_args(acc, mult, shift, rounding, scale)
+    out = _requantize64(acc, mult_v, shift_v, mode, scale_v)
+    return out.astype(np.int32).reshape(acc.shape)
 
 
 # ----------------------------------------------------------------------------------------
@@ -372,10 +437,25 @@ def conv2d(
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
-    """TFLM reference int8 Conv2D (per-channel), x NHWC and w OHWI."""
+    """TFLM reference int8 Conv2D (per-channel), x NHWC and w OHWI. ``scale`` (the real
+    multipliers) is used instead of mult/shift by the float rounding modes."""
     a = _conv_args(
-        x, w, bias, in_zp, out_zp, mult, shift, stride, dilation, pads, act_min, act_max, rounding
+        x,
+        w,
+        bias,
+        in_zp,
+        out_zp,
+        mult,
+        shift,
+        stride,
+        dilation,
+        pads,
+        act_min,
+        act_max,
+        rounding,
+        scale=scale,
     )
     xs = _shifted_padded_input(a)
     n, (oh, ow), cout = a.x.shape[0], a.out_hw, a.w.shape[0]
@@ -384,7 +464,7 @@ def conv2d(
     for ky, kx, patch in _taps(a, xs):
         acc += patch @ w64[:, ky, kx, :].T  # [N,OH,OW,Cin] @ [Cin,Cout]
     acc += a.bias
-    return _output_stage(acc, a.mult, a.shift, a.mode, a.out_zp, a.act)
+    return _output_stage(acc, a.mult, a.shift, a.mode, a.out_zp, a.act, a.scale)
 
 
 def depthwise_conv2d(
@@ -403,6 +483,7 @@ def depthwise_conv2d(
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
     """TFLM reference int8 DepthwiseConv2D; w is [1, KH, KW, Cin*M], oc = ic*M + m."""
     a = _conv_args(
@@ -420,6 +501,7 @@ def depthwise_conv2d(
         act_max,
         rounding,
         depth_multiplier,
+        scale,
     )
     # Repeat each input channel M times so output channel oc reads input channel oc // M.
     xs = np.repeat(_shifted_padded_input(a), a.depth_multiplier, axis=3)
@@ -429,7 +511,7 @@ def depthwise_conv2d(
     for ky, kx, patch in _taps(a, xs):
         acc += patch * w64[0, ky, kx, :]
     acc += a.bias
-    return _output_stage(acc, a.mult, a.shift, a.mode, a.out_zp, a.act)
+    return _output_stage(acc, a.mult, a.shift, a.mode, a.out_zp, a.act, a.scale)
 
 
 def fully_connected(
@@ -444,11 +526,13 @@ def fully_connected(
     act_min: int = -128,
     act_max: int = 127,
     rounding: str = "double",
+    scale: np.ndarray | None = None,
 ) -> np.ndarray:
-    """TFLM int8 FullyConnected with the integer multiplier (not TF 2.20's float path)."""
-    a = _fc_args(x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding)
+    """TFLM int8 FullyConnected with the integer multiplier (rounding="fp64" gives LiteRT's
+    reference float path, rounding="fp32" XNNPACK's)."""
+    a = _fc_args(x, w, bias, in_zp, out_zp, mult, shift, act_min, act_max, rounding, scale)
     acc = (a.x.astype(np.int64) - a.in_zp) @ a.w.astype(np.int64).T + a.bias
-    return _output_stage(acc, a.mult, a.shift, a.mode, a.out_zp, a.act)
+    return _output_stage(acc, a.mult, a.shift, a.mode, a.out_zp, a.act, a.scale)
 
 
 # ----------------------------------------------------------------------------------------

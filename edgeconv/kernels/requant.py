@@ -9,12 +9,40 @@ Both kernel backends are tested against these functions.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
 from ..errors import EdgeconvError
 
-ROUNDING_MODES = ("double", "single")
+# Requantization rounding modes; the kernels branch on the index (rounding_code).
+#   double     gemmlowp SRDHM, then RoundingDivideByPOT (ties away from zero): TFLM, TFLite
+#              reference kernels, CMSIS-NN default (spec 3.4 A)
+#   single     one rounding of acc*mult, ties toward +inf: TFLITE_SINGLE_ROUNDING, CMSIS-NN
+#              single rounding (spec 3.4 B)
+#   double-up  SRDHM, then a rounding right shift with ties toward +inf: TFLite's optimized
+#              (ruy) kernels on x86-64, measured (README, section TFLite)
+#   fp32       float32(acc) * float32 scale, ties to even: XNNPACK's QS8 kernels (spec 3.4 D)
+#   fp64       double(acc) * double scale, ties away from zero: LiteRT's reference
+#              FULLY_CONNECTED (spec 3.4 D)
+# The two float modes take the real multiplier (``scale=``), not mult/shift.
+ROUNDING_MODES = ("double", "single", "double-up", "fp32", "fp64")
+FLOAT_MODES = ("fp32", "fp64")
+
+# Named per-runtime choices: op -> mode, for runtimes that do not use one rounding for
+# every op. "depthwise_blocks" is the mode of the channels in full blocks of 8, the rest
+# use "depthwise" (TFLite's optimized depthwise kernel on x86-64, measured).
+ROUNDING_PROFILES: dict[str, dict[str, str]] = {
+    "tflite-ref": {"conv": "double", "depthwise": "double", "fc": "fp64"},
+    "tflite-opt": {
+        "conv": "double-up",
+        "depthwise": "double",
+        "depthwise_blocks": "double-up",
+        "fc": "double-up",
+    },
+}
+# What --rounding accepts: a mode, or a runtime profile.
+ROUNDING_CHOICES = ROUNDING_MODES + tuple(ROUNDING_PROFILES)
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -30,6 +58,38 @@ def rounding_code(mode: str) -> int:
     if not isinstance(mode, str) or mode not in ROUNDING_MODES:
         raise EdgeconvError(f"rounding={mode!r}: use one of {', '.join(map(repr, ROUNDING_MODES))}")
     return ROUNDING_MODES.index(mode)
+
+
+def check_rounding(choice: str) -> str:
+    """Validate a --rounding value: a kernel mode or a runtime profile."""
+    if not isinstance(choice, str) or choice not in ROUNDING_CHOICES:
+        raise EdgeconvError(
+            f"rounding={choice!r}: use one of {', '.join(map(repr, ROUNDING_CHOICES))}"
+        )
+    return choice
+
+
+def mode_for(choice: str, op: str) -> str:
+    """The kernel mode a rounding choice uses for `op` ('conv', 'depthwise', 'fc',
+    'depthwise_blocks')."""
+    profile = ROUNDING_PROFILES.get(check_rounding(choice))
+    if profile is None:
+        return choice
+    if op == "depthwise_blocks":
+        return profile.get(op, profile["depthwise"])
+    return profile[op]
+
+
+def real_scales(s_in: float, w_scales, s_out: float, mode: str) -> np.ndarray:
+    """The real multipliers s_in * s_w[c] / s_out as the runtime of `mode` computes them:
+    in double from the float32-stored scales (TFLite, LiteRT reference FC), or in float32
+    arithmetic, left to right (XNNPACK: input_scale * kernel_scale / output_scale)."""
+    w = np.atleast_1d(np.asarray(w_scales, np.float32))
+    if mode == "fp32":
+        with np.errstate(over="ignore", under="ignore"):
+            prod = np.float32(s_in) * w
+            return (prod / np.float32(s_out)).astype(np.float32).astype(np.float64)
+    return np.float64(np.float32(s_in)) * w.astype(np.float64) / np.float64(np.float32(s_out))
 
 
 def _round_half_away(v: float) -> int:
@@ -135,3 +195,30 @@ def requantize_scalar_single(acc: int, mult: int, shift: int) -> int:
     _check_scalar_args(acc, mult, shift)
     total_shift = 31 - shift
     return _wrap_int32((acc * mult + (1 << (total_shift - 1))) >> total_shift)
+
+
+def requantize_scalar_double_up(acc: int, mult: int, shift: int) -> int:
+    """SRDHM, then a rounding right shift whose ties go toward +inf (TFLite's optimized
+    kernels on x86-64: ruy, and the 8-channel blocks of the depthwise kernel)."""
+    _check_scalar_args(acc, mult, shift)
+    left = max(shift, 0)
+    right = max(-shift, 0)
+    high = saturating_rounding_doubling_high_mul(_wrap_int32(acc << left), mult)
+    return (high + ((1 << right) >> 1)) >> right
+
+
+def _saturate_int32(v: float) -> float:
+    return min(max(v, float(INT32_MIN)), float(INT32_MAX))
+
+
+def requantize_scalar_fp32(acc: int, scale: float) -> int:
+    """XNNPACK fp32 requantization: float32(acc) * float32(scale), rounded half to even."""
+    v = float(np.float32(np.float32(acc) * np.float32(scale)))
+    return int(round(_saturate_int32(v)))  # Python's round() on a float: ties to even
+
+
+def requantize_scalar_fp64(acc: int, scale: float) -> int:
+    """LiteRT reference FULLY_CONNECTED: std::round((double)acc * scale), ties away."""
+    exact = Fraction(_saturate_int32(float(acc) * float(scale)))  # the double, exactly
+    r = math.floor(abs(exact) + Fraction(1, 2))
+    return -r if exact < 0 else r
