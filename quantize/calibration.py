@@ -124,7 +124,6 @@ def _kl_threshold(hist_abs: np.ndarray, levels: int) -> int:
     nbins = len(hist_abs)
     if nbins <= levels:
         return nbins
-    total = hist_abs.sum()
     tail = np.concatenate([np.cumsum(hist_abs[::-1])[::-1], [0.0]])  # tail[i] = sum(h[i:])
     best_i, best_kl = nbins, np.inf
     for i in range(levels, nbins + 1):
@@ -132,27 +131,39 @@ def _kl_threshold(hist_abs: np.ndarray, levels: int) -> int:
         p[i - 1] += tail[i]
         src = hist_abs[:i]
         # merge the i bins into `levels` chunks (the last takes the remainder), then spread
-        # each chunk's mass evenly over its non-empty bins
+        # each chunk's mass (outliers not included) evenly over the bins where P is non-zero
         edges = (np.arange(levels + 1) * i) // levels
         chunk = np.repeat(np.arange(levels), np.diff(edges))
-        nz = src > 0
+        nz = p > 0
         mass = np.bincount(chunk, weights=src, minlength=levels)
         cnt = np.bincount(chunk, weights=nz.astype(np.float64), minlength=levels)
         q = np.where(nz, (mass / np.maximum(cnt, 1))[chunk], 0.0)
-        psum, qsum = p.sum(), q.sum()
-        if psum <= 0 or qsum <= 0:
+        p, q = _smooth(p), _smooth(q)
+        if p is None or q is None:
             continue
-        p /= psum
-        q /= qsum
         m = p > 0
-        if np.any(q[m] == 0):
-            kl = np.inf
-        else:
-            kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
+        kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
         if kl < best_kl:
             best_kl, best_i = kl, i
-    del total
     return best_i
+
+
+def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """Normalise, then give every empty bin eps taken evenly from the others (as MXNet's
+    and onnxruntime's KL calibrators do), so log(p / q) is finite."""
+    total = d.sum()
+    if total <= 0:
+        return None
+    d = d / total
+    zero = d == 0
+    n_zero, n_nonzero = int(zero.sum()), int((~zero).sum())
+    if n_nonzero == 0:
+        return None
+    take = eps * n_zero / n_nonzero
+    if take >= 1.0 or np.any(d[~zero] <= take):
+        # too little mass in some bin to give eps away: fall back to a plain floor
+        return np.maximum(d, eps * 1e-3) / np.maximum(d, eps * 1e-3).sum()
+    return np.where(zero, eps, d - take)
 
 
 def range_entropy(hist: HistogramObserver, nbins: int = 2048) -> tuple[float, float]:
@@ -181,7 +192,7 @@ def range_entropy(hist: HistogramObserver, nbins: int = 2048) -> tuple[float, fl
 def choose_range(
     method: str, hist: HistogramObserver, percentile: float = DEFAULT_PERCENTILE
 ) -> tuple[float, float]:
-    if method == "minmax":
+    if method == "minmax" or hist.width == 0.0:  # minmax, or a constant tensor
         return range_minmax(hist)
     if method == "percentile":
         return range_percentile(hist, percentile)

@@ -68,20 +68,26 @@ class HistogramObserver:
                 f"calibration produced NaN or inf in tensor {name!r}: check the calibration "
                 "data and the model's weights"
             )
+        constant = self.lo  # while the grid is not set, every earlier value equals lo
         self.lo, self.hi = min(self.lo, vmin), max(self.hi, vmax)
         self.n += int(v.size)
         self.zeros += int(np.count_nonzero(v == 0))
         if self.width == 0.0:
-            span = vmax - vmin
-            if span <= 0.0:
-                span = max(abs(vmin), 1e-30) * 1e-6
-            # a little headroom so that the next batches rarely force a regrid
-            self.width = span * 1.0001 / self.bins
-            self.start = vmin
+            if self.hi == self.lo:  # constant so far: no grid yet, the value is lo
+                return
+            # the first spread of values fixes the grid (a little headroom so the next
+            # batches rarely force a regrid); a constant seen before lands in its bin
+            self.width = (self.hi - self.lo) * 1.0001 / self.bins
+            self.start = self.lo
+            pending = self.n - int(v.size)
+            if pending:
+                self.counts[self._index(np.array([constant]))[0]] += pending
         self._cover(vmin, vmax)
+        self.counts += np.bincount(self._index(v), minlength=self.bins)
+
+    def _index(self, v: np.ndarray) -> np.ndarray:
         idx = np.floor((v.astype(np.float64) - self.start) / self.width).astype(np.int64)
-        np.clip(idx, 0, self.bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.bins)
+        return np.clip(idx, 0, self.bins - 1, out=idx)
 
     def _cover(self, vmin: float, vmax: float) -> None:
         end = self.start + self.width * self.bins
@@ -102,6 +108,12 @@ class HistogramObserver:
             factor *= 2
             new_width *= 2
         old = self.counts
+        if factor >= 2**40:  # the old grid is far narrower than one new bin: it all lands
+            centre = self.start + self.width * self.bins / 2  # in the bin of its centre
+            self.start, self.width = new_start, new_width
+            self.counts = np.zeros(self.bins, np.float64)
+            self.counts[self._index(np.array([centre]))[0]] = old.sum()
+            return
         target = (np.arange(self.bins) + shift_bins) // factor
         self.counts = np.bincount(target, weights=old, minlength=self.bins)[: self.bins]
         self.start, self.width = new_start, new_width
