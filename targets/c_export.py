@@ -59,7 +59,7 @@ CODE_ESTIMATE = {
 }
 CALL_ESTIMATE = 12
 STRUCT_FIELDS = {  # int32 fields (pointers are 4 bytes on 32-bit MCUs)
-    "conv": 23,
+    "conv": 24,
     "fc": 11,
     "pool": 16,
     "softmax": 5,
@@ -139,7 +139,11 @@ class _Emitter:
         if s.kind in ("conv", "dwconv", "conv_maxpool", "dwconv_maxpool"):
             pool = p.pop("pool", None)
             p.update(
-                weights=c["weights"], bias=c.get("bias", "NULL"), mult=c["mult"], shift=c["shift"]
+                weights=c["weights"],
+                bias=c["bias"],
+                kernel_sum=c["kernel_sum"],
+                mult=c["mult"],
+                shift=c["shift"],
             )
             self.decls.append(_c_struct("ec_conv_t", f"l{i}", p))
             fn = {
@@ -154,9 +158,7 @@ class _Emitter:
             else:
                 self.calls.append(f"    {fn}(&l{i}, {x}, {y});")
         elif s.kind == "fc":
-            p.update(
-                weights=c["weights"], bias=c.get("bias", "NULL"), mult=c["mult"], shift=c["shift"]
-            )
+            p.update(weights=c["weights"], bias=c["bias"], mult=c["mult"], shift=c["shift"])
             self.decls.append(_c_struct("ec_fc_t", f"l{i}", p))
             self.calls.append(f"    ec_fully_connected(&l{i}, {x}, {y});")
         elif s.kind in ("maxpool", "avgpool"):

@@ -199,13 +199,19 @@ class _Lowering:
         s_out, zp_out = self.q(y)
         mult, shift = _multipliers(s_in, w.scale, s_out, cout)
         lo, hi = self.rt.act_range(op)
+        wq = np.ascontiguousarray(w.data, dtype=np.int8)
+        ksum = (
+            wq.astype(np.int64).sum(axis=(0, 1, 2))
+            if depthwise
+            else wq.astype(np.int64).reshape(cout, -1).sum(axis=1)
+        )
         consts = {
-            "weights": np.ascontiguousarray(w.data, dtype=np.int8),
+            "weights": wq,
+            "bias": _fold_bias(self.bias(op, cout), -zp_in, ksum),
+            "kernel_sum": ksum.astype(np.int32),
             "mult": np.ascontiguousarray(mult, dtype=np.int32),
             "shift": np.ascontiguousarray(shift, dtype=np.int32),
         }
-        if len(op.inputs) > 2:
-            consts["bias"] = np.ascontiguousarray(g.tensors[op.inputs[2]].data, dtype=np.int32)
         stride, dil, pads = tuple(a["stride"]), tuple(a["dilation"]), tuple(a["pads"])
         params = dict(
             in_h=h, in_w=wd, in_c=c, out_h=oh, out_w=ow, out_c=oc,
@@ -217,6 +223,14 @@ class _Lowering:
         )  # fmt: skip
         per_out = w.shape[1] * w.shape[2] * (1 if depthwise else c)
         return params, consts | {"_macs": oh * ow * oc * per_out}
+
+    def bias(self, op: Op, cout: int) -> np.ndarray:
+        if len(op.inputs) > 2:
+            b = np.asarray(self.g.tensors[op.inputs[2]].data)
+            if b.shape != (cout,):
+                raise self.fail(op, f"bias has shape {list(b.shape)}, expected [{cout}]")
+            return b.astype(np.int64)
+        return np.zeros(cout, dtype=np.int64)
 
     def pool_params(self, op: Op) -> dict:
         a = op.attrs
@@ -277,13 +291,13 @@ class _Lowering:
         s_out, zp_out = self.q(y)
         mult, shift = _multipliers(s_in, w.scale, s_out, cout)
         lo, hi = self.rt.act_range(op)
+        wq = np.ascontiguousarray(w.data, dtype=np.int8)
         consts = {
-            "weights": np.ascontiguousarray(w.data, dtype=np.int8),
+            "weights": wq,
+            "bias": _fold_bias(self.bias(op, cout), -zp_in, wq.astype(np.int64).sum(axis=1)),
             "mult": np.ascontiguousarray(mult, dtype=np.int32),
             "shift": np.ascontiguousarray(shift, dtype=np.int32),
         }
-        if len(op.inputs) > 2:
-            consts["bias"] = np.ascontiguousarray(g.tensors[op.inputs[2]].data, dtype=np.int32)
         params = dict(
             rows=rows, in_len=k, out_len=cout, in_offset=-zp_in, out_zp=zp_out,
             act_min=lo, act_max=hi,
@@ -393,6 +407,16 @@ class _Lowering:
             in_stride=[strides[p] for p in perm],
         )
         return Step("transpose", op.name, [op.inputs[0]], op.outputs[0], params)
+
+
+def _wrap32(v: np.ndarray) -> np.ndarray:
+    return ((v + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def _fold_bias(bias: np.ndarray, in_offset: int, kernel_sum: np.ndarray) -> np.ndarray:
+    """bias + in_offset * sum(w) as the int32 the C accumulator starts from: then a whole
+    window needs only sum(w * x). Modulo 2^32, like the accumulator itself."""
+    return _wrap32(bias.astype(np.int64) + in_offset * kernel_sum.astype(np.int64)).astype(np.int32)
 
 
 def _covered(n: int, pad: int, k: int, stride: int, n_out: int) -> int:

@@ -20,11 +20,25 @@ static void tap_range(int32_t base, int32_t dil, int32_t size, int32_t k, int32_
 }
 
 /* sum of w[i] * (x[i] + off) in int32 arithmetic that wraps like TFLM's accumulator */
-static uint32_t dot(const int8_t *x, const int8_t *w, int32_t n, int32_t off)
+static uint32_t dot_offset(const int8_t *x, const int8_t *w, int32_t n, int32_t off)
 {
     uint32_t acc = 0;
     for (int32_t i = 0; i < n; i++) acc += (uint32_t)((int32_t)w[i] * ((int32_t)x[i] + off));
     return acc;
+}
+
+static int8_t finish(const ec_conv_t *p, uint32_t acc, int32_t oc)
+{
+    return ec_output((int32_t)acc, p->mult[oc], p->shift[oc], p->out_zp, p->act_min,
+                     p->act_max);
+}
+
+/* Accumulator start for a window clipped to [ky0,ky1) x [kx0,kx1): the folded bias when
+ * the window is whole; otherwise the plain bias (folded bias - offset * kernel sum),
+ * and the caller adds the offset tap by tap. */
+static int full_window(const ec_conv_t *p, int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1)
+{
+    return ky0 == 0 && ky1 == p->k_h && kx0 == 0 && kx1 == p->k_w;
 }
 
 /* one conv2d output value at (oy, ox, oc) */
@@ -32,20 +46,34 @@ static int8_t conv_value(const ec_conv_t *p, const int8_t *in, int32_t iy0, int3
                          int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1, int32_t oc)
 {
     const int32_t c = p->in_c;
-    uint32_t acc = p->bias ? (uint32_t)p->bias[oc] : 0u;
+    const int8_t *w = p->weights + oc * p->k_h * p->k_w * c;
+    uint32_t acc = (uint32_t)p->bias[oc];
+    if (full_window(p, ky0, ky1, kx0, kx1)) {
+        for (int32_t ky = 0; ky < p->k_h; ky++) {
+            const int8_t *xrow = in + ((iy0 + ky * p->dil_h) * p->in_w + ix0) * c;
+            const int8_t *wrow = w + ky * p->k_w * c;
+            if (p->dil_w == 1) {
+                acc += ec_dot_s8(xrow, wrow, p->k_w * c); /* a kernel row is contiguous */
+            } else {
+                for (int32_t kx = 0; kx < p->k_w; kx++)
+                    acc += ec_dot_s8(xrow + kx * p->dil_w * c, wrow + kx * c, c);
+            }
+        }
+        return finish(p, acc, oc);
+    }
+    /* a window clipped by the padding: plain bias, offset added tap by tap */
+    acc -= (uint32_t)p->in_offset * (uint32_t)p->kernel_sum[oc];
     for (int32_t ky = ky0; ky < ky1; ky++) {
-        const int8_t *xrow = in + (int32_t)(iy0 + ky * p->dil_h) * p->in_w * c;
-        const int8_t *wrow = p->weights + ((oc * p->k_h + ky) * p->k_w) * c;
+        const int8_t *xrow = in + ((iy0 + ky * p->dil_h) * p->in_w + ix0) * c;
+        const int8_t *wrow = w + ky * p->k_w * c;
         if (p->dil_w == 1) {
-            /* the in-image taps of one kernel row are contiguous in x and in w */
-            acc += dot(xrow + (ix0 + kx0) * c, wrow + kx0 * c, (kx1 - kx0) * c, p->in_offset);
+            acc += dot_offset(xrow + kx0 * c, wrow + kx0 * c, (kx1 - kx0) * c, p->in_offset);
         } else {
             for (int32_t kx = kx0; kx < kx1; kx++)
-                acc += dot(xrow + (ix0 + kx * p->dil_w) * c, wrow + kx * c, c, p->in_offset);
+                acc += dot_offset(xrow + kx * p->dil_w * c, wrow + kx * c, c, p->in_offset);
         }
     }
-    return ec_output((int32_t)acc, p->mult[oc], p->shift[oc], p->out_zp, p->act_min,
-                     p->act_max);
+    return finish(p, acc, oc);
 }
 
 /* one depthwise output value at (oy, ox, oc), oc = ic * M + m */
@@ -53,17 +81,18 @@ static int8_t depthwise_value(const ec_conv_t *p, const int8_t *in, int32_t iy0,
                               int32_t ky0, int32_t ky1, int32_t kx0, int32_t kx1, int32_t oc)
 {
     const int32_t c = p->in_c, ic = oc / p->depth_multiplier;
-    uint32_t acc = p->bias ? (uint32_t)p->bias[oc] : 0u;
+    const int32_t off = full_window(p, ky0, ky1, kx0, kx1) ? 0 : p->in_offset;
+    uint32_t acc = (uint32_t)p->bias[oc];
+    if (off) acc -= (uint32_t)off * (uint32_t)p->kernel_sum[oc];
     for (int32_t ky = ky0; ky < ky1; ky++) {
-        const int8_t *xrow = in + (int32_t)(iy0 + ky * p->dil_h) * p->in_w * c + ic;
+        const int8_t *xrow = in + ((iy0 + ky * p->dil_h) * p->in_w + ix0) * c + ic;
         const int8_t *wrow = p->weights + ky * p->k_w * p->out_c + oc;
         for (int32_t kx = kx0; kx < kx1; kx++) {
-            const int32_t xv = (int32_t)xrow[(ix0 + kx * p->dil_w) * c] + p->in_offset;
+            const int32_t xv = (int32_t)xrow[kx * p->dil_w * c] + off;
             acc += (uint32_t)((int32_t)wrow[kx * p->out_c] * xv);
         }
     }
-    return ec_output((int32_t)acc, p->mult[oc], p->shift[oc], p->out_zp, p->act_min,
-                     p->act_max);
+    return finish(p, acc, oc);
 }
 
 typedef int8_t (*value_fn)(const ec_conv_t *, const int8_t *, int32_t, int32_t, int32_t,

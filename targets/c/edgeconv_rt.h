@@ -44,7 +44,11 @@ typedef struct {
     int32_t out_zp;
     int32_t act_min, act_max;
     const int8_t *weights;
-    const int32_t *bias; /* may be NULL */
+    /* bias[oc] + in_offset * kernel_sum[oc] (mod 2^32): the whole input offset term of a
+     * window that lies inside the image, folded in at export time */
+    const int32_t *bias;
+    /* sum of the weights of output channel oc; NULL when no window reaches the padding */
+    const int32_t *kernel_sum;
     const int32_t *mult; /* per output channel */
     const int32_t *shift;
 } ec_conv_t;
@@ -58,7 +62,7 @@ typedef struct {
     int32_t out_zp;
     int32_t act_min, act_max;
     const int8_t *weights; /* [Cout][K] */
-    const int32_t *bias;   /* may be NULL */
+    const int32_t *bias;   /* bias[o] + in_offset * sum_k w[o][k] (mod 2^32), folded */
     const int32_t *mult;
     const int32_t *shift;
 } ec_fc_t;
@@ -132,6 +136,47 @@ void ec_pad(const ec_pad_t *p, const int8_t *in, int8_t *out);
 void ec_transpose(const ec_transpose_t *p, const int8_t *in, int8_t *out);
 /* index of the largest value (first one on ties) */
 int32_t ec_argmax(const int8_t *x, int32_t n);
+
+/* ---------------------------------------------------------------- dot product */
+
+#if defined(__ARM_FEATURE_DSP) && !defined(EDGECONV_NO_DSP)
+#include <arm_acle.h>
+#define EC_USE_DSP 1
+#else
+#define EC_USE_DSP 0
+#endif
+
+#if defined(__GNUC__)
+#define EC_ALWAYS_INLINE static inline __attribute__((always_inline))
+#else
+#define EC_ALWAYS_INLINE static inline
+#endif
+
+/* sum of x[i] * w[i] modulo 2^32 (how TFLM's int32 accumulator wraps) */
+EC_ALWAYS_INLINE uint32_t ec_dot_s8(const int8_t *x, const int8_t *w, int32_t n)
+{
+    uint32_t acc = 0;
+#if EC_USE_DSP
+    /* Cortex-M4/M7/M33: 4 MACs per 2 SMLAD; SXTB16 sign-extends bytes 0,2 (and, after
+     * a rotate by 8, bytes 1,3) into halfword pairs. */
+    int32_t sacc = 0;
+    for (; n >= 4; n -= 4, x += 4, w += 4) {
+        uint32_t xv, wv;
+        memcpy(&xv, x, 4);
+        memcpy(&wv, w, 4);
+        const uint32_t xr = (xv >> 8) | (xv << 24), wr = (wv >> 8) | (wv << 24); /* ROR 8 */
+        sacc = __smlad(__sxtb16((int32_t)xv), __sxtb16((int32_t)wv), sacc);
+        sacc = __smlad(__sxtb16((int32_t)xr), __sxtb16((int32_t)wr), sacc);
+    }
+    acc = (uint32_t)sacc;
+#else
+    for (; n >= 4; n -= 4, x += 4, w += 4)
+        acc += (uint32_t)((int32_t)x[0] * w[0] + (int32_t)x[1] * w[1] +
+                          (int32_t)x[2] * w[2] + (int32_t)x[3] * w[3]);
+#endif
+    for (; n > 0; n--) acc += (uint32_t)((int32_t)*x++ * *w++);
+    return acc;
+}
 
 /* ---------------------------------------------------------------- requantization */
 
