@@ -274,26 +274,32 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_info(args) -> int:
-    import platform
+    """Version, backend and why, Numba cache location and state, CPU features. Imports
+    neither Numba nor NumPy (the backend verdict comes from the cached probe)."""
+    from .sysinfo import info, info_text
 
-    from . import __version__, kernels
+    obj = info()
+    _emit(args, obj, info_text(obj))
+    return 0
 
-    obj = {
-        "version": __version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "backend": kernels.backend_name(),
-    }
-    try:
-        import numba
 
-        obj["numba"] = numba.__version__
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        obj["numba"] = None
-    import numpy
+def cmd_warmup(args) -> int:
+    """Compile every kernel the model uses now (filling Numba's cache), not on the first
+    real request."""
+    from .sysinfo import warmup
 
-    obj["numpy"] = numpy.__version__
-    _emit(args, obj, "\n".join(f"{k}: {v}" for k, v in obj.items()))
+    obj = warmup(_load(args, args.model))
+    cache = obj["numba_cache"]
+    text = (
+        f"warmed up {args.model} on the {obj['backend']} backend: first run "
+        f"{obj['first_run_seconds']:.2f} s, then {obj['second_run_seconds'] * 1e3:.1f} ms"
+    )
+    if cache is not None:
+        text += f"\nnumba cache: {obj['numba_cache_dir']} ({cache['kernels']} kernels, " \
+            f"{cache['bytes'] / 1024:.0f} KiB)"
+    else:
+        text += f" ({obj['backend_reason']}; nothing to cache)"
+    _emit(args, obj, text)
     return 0
 
 
@@ -454,9 +460,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(i, rounding=False)
     i.set_defaults(func=cmd_inspect)
 
-    f = sub.add_parser("info", help="version, backend and libraries in use")
+    f = sub.add_parser("info", help="version, backend, Numba cache, CPU features")
     common(f, rounding=False)
     f.set_defaults(func=cmd_info)
+
+    w = sub.add_parser("warmup", help="compile the model's kernels now (fills the Numba cache)")
+    w.add_argument("model")
+    common(w)
+    w.set_defaults(func=cmd_warmup)
     return p
 
 
