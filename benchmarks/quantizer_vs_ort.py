@@ -18,6 +18,7 @@ computes it, then int8 accuracy per quantizer and method.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import sys
@@ -106,6 +107,10 @@ def ort_quantize(
     out = workdir / f"{float_path.stem}.ort_{method.lower()}.onnx"
 
     def quantize(extra: dict) -> None:
+        with contextlib.redirect_stdout(sys.stderr):  # ORT prints progress on stdout
+            _quantize(extra)
+
+    def _quantize(extra: dict) -> None:
         quantize_static(
             str(pre),
             str(out),
@@ -129,7 +134,13 @@ def ort_quantize(
         return out, note
 
 
-def run(models: list[Path], calib: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[dict]:
+def run(
+    models: list[Path],
+    calib: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    bias_correction: bool = False,
+) -> list[dict]:
     import edgeconv
 
     rows = []
@@ -150,11 +161,13 @@ def run(models: list[Path], calib: np.ndarray, x: np.ndarray, y: np.ndarray) -> 
                 row[f"ort_{method.lower()}_s"] = time.perf_counter() - t
                 row[f"ort_{method.lower()}"] = float((ort_predict(qpath, x) == y).mean() * 100)
         for method in EDGECONV_METHODS:
-            t = time.perf_counter()
-            q = edgeconv.quantize_model(fmodel, calib, method=method)
-            row[f"edgeconv_{method}_s"] = time.perf_counter() - t
-            pred = edgeconv.Model(q.graph).predict(x)
-            row[f"edgeconv_{method}"] = float((pred == y).mean() * 100)
+            for bc in (False, True) if bias_correction else (False,):
+                key = f"edgeconv_{method}" + ("+bc" if bc else "")
+                t = time.perf_counter()
+                q = edgeconv.quantize_model(fmodel, calib, method=method, bias_correction=bc)
+                row[f"{key}_s"] = time.perf_counter() - t
+                pred = edgeconv.Model(q.graph).predict(x)
+                row[key] = float((pred == y).mean() * 100)
         rows.append(row)
     return rows
 
@@ -167,6 +180,8 @@ def table(rows: list[dict]) -> str:
         ("ORT Entropy", "ort_entropy"),
     ]
     cols += [(f"edgeconv {m}", f"edgeconv_{m}") for m in EDGECONV_METHODS]
+    if rows and "edgeconv_minmax+bc" in rows[0]:
+        cols += [(f"edgeconv {m}+bc", f"edgeconv_{m}+bc") for m in EDGECONV_METHODS]
     lines = ["| model | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---|" * len(cols)]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{r[k]:.2f}" for _, k in cols) + " |")
@@ -188,10 +203,13 @@ def main(argv=None) -> int:
     p.add_argument("--calib-file", type=Path, default=REPO / "examples" / "mnist_calib_200.npz")
     p.add_argument("--test", type=int, help="score on the first N test images (default all)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--bias-correction", action="store_true", help="also every edgeconv method with it"
+    )
     a = p.parse_args(argv)
     calib = np.load(a.calib_file)["x"][: a.calib].reshape(-1, 1, 28, 28).astype(np.float32)
     x, y = load_test(a.test)
-    rows = run(a.models or DEFAULT_MODELS, calib, x, y)
+    rows = run(a.models or DEFAULT_MODELS, calib, x, y, a.bias_correction)
     print(json.dumps(rows) if a.json else table(rows))
     return 0
 
