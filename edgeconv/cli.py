@@ -14,8 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import EdgeconvError
-
-ROUNDING_CHOICES = ("double", "single")
+from .kernels.modes import ROUNDING_CHOICES  # the kernels' modes + runtime profiles (no NumPy)
 
 
 def _emit(args, obj: dict, text: str) -> None:
@@ -393,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--rounding",
                 choices=ROUNDING_CHOICES,
                 default="double",
-                help="int8 requantization rounding (default: double, as TFLM)",
+                help="int8 requantization rounding (default: double, as TFLM); a mode, or a "
+                "runtime profile that picks one per op (README: TFLite)",
             )
 
     d = sub.add_parser("demo", help="quantize the shipped LeNet-5 and score it on MNIST")

@@ -24,11 +24,11 @@ from .qmath import activation_range, real_multipliers
 Step = Callable[[dict[str, np.ndarray]], None]
 
 
-def _multipliers(s_in: float, w_scale: np.ndarray, s_out: float, cout: int):
+def _multipliers(s_in: float, w_scale: np.ndarray, s_out: float, cout: int, mode: str = "double"):
     from .kernels.requant import quantize_multipliers
 
     reals = np.broadcast_to(real_multipliers(s_in, w_scale, s_out), (cout,))
-    return quantize_multipliers(np.ascontiguousarray(reals))
+    return quantize_multipliers(np.ascontiguousarray(reals), mode)
 
 
 class _Planner:
@@ -53,13 +53,20 @@ class _Planner:
         src, dst = op.inputs[0], op.outputs[0]
         return lambda env: env.__setitem__(dst, fn(env[src]))
 
-    def _conv_like(self, op: Op):
+    def _conv_like(self, op: Op, part: str | None = None):
+        from .kernels.requant import mode_for, real_scales
+
         g = self.g
         w, b = g.tensors[op.inputs[1]], g.tensors[op.inputs[2]]
         s_in, zp_in = self.q(op.inputs[0])
         s_out, zp_out = self.q(op.outputs[0])
         cout = b.data.shape[0]
-        mult, shift = _multipliers(s_in, w.scale, s_out, cout)
+        part = part or ("fc" if op.kind == "fc" else "conv")
+        bias_scale = b.scale if b.scale is not None else 1.0
+        layer_scales = np.concatenate([np.ravel(w.scale), np.ravel(bias_scale)])
+        mode = mode_for(self.rounding, part, layer_scales)  # a profile picks a mode per op
+        mult, shift = _multipliers(s_in, w.scale, s_out, cout, mode)
+        scale = np.broadcast_to(real_scales(s_in, w.scale, s_out, mode), (cout,)).copy()
         lo, hi = self.act_range(op)
         return (
             dict(
@@ -69,19 +76,33 @@ class _Planner:
                 shift=shift,
                 act_min=lo,
                 act_max=hi,
-                rounding=self.rounding,
+                rounding=mode,
+                scale=scale,
             ),
             w.data,
             b.data,
         )
 
     def plan_conv(self, op: Op):
-        p, w, b = self._conv_like(op)
         a = op.attrs
-        p.update(stride=tuple(a["stride"]), dilation=tuple(a["dilation"]), pads=tuple(a["pads"]))
+        p, w, b = self._conv_like(op, "depthwise" if a["depthwise"] else "conv")
+        geometry = dict(stride=tuple(a["stride"]), dilation=tuple(a["dilation"]))
+        p.update(geometry, pads=tuple(a["pads"]))
         if a["depthwise"]:
             dm = a["depth_multiplier"]
-            return lambda x: kernels.depthwise_conv2d(x, w, b, depth_multiplier=dm, **p)
+            blocks = self._conv_like(op, "depthwise_blocks")[0]
+            split = (b.shape[0] // 8) * 8
+            if blocks["rounding"] == p["rounding"] or split == 0:
+                return lambda x: kernels.depthwise_conv2d(x, w, b, depth_multiplier=dm, **p)
+            blocks.update(geometry, pads=tuple(a["pads"]))
+
+            def mixed(x):  # channels in full blocks of 8 round one way, the rest another
+                y = kernels.depthwise_conv2d(x, w, b, depth_multiplier=dm, **p)
+                z = kernels.depthwise_conv2d(x, w, b, depth_multiplier=dm, **blocks)
+                y[..., :split] = z[..., :split]
+                return y
+
+            return mixed
         return lambda x: kernels.conv2d(x, w, b, **p)
 
     def plan_fc(self, op: Op):
@@ -135,6 +156,29 @@ class _Planner:
         perm = tuple(op.attrs["perm"])
         return lambda x: np.ascontiguousarray(x.transpose(perm))
 
+    def plan_quantize(self, op: Op):
+        """int8 <-> uint8 requantization (TFLite QUANTIZE between integer types, TFLM's
+        Requantize: double rounding); float edges are handled by prepare_input/run."""
+        from .kernels.requant import quantize_multiplier
+
+        src, dst = self.g.tensor(op.inputs[0]), self.g.tensor(op.outputs[0])
+        ranges = {"int8": (-128, 127), "uint8": (0, 255)}
+        if src.dtype not in ranges or dst.dtype not in ranges:
+            raise EdgeconvError(
+                f"op {op.name!r}: quantize from {src.dtype} to {dst.dtype} has no integer kernel"
+            )
+        s_in, zp_in = src.qparams()
+        s_out, zp_out = dst.qparams()
+        mult, shift = quantize_multiplier(float(real_multipliers(s_in, 1.0, s_out)))
+        lo, hi = ranges[dst.dtype]
+        out_dtype = np.dtype(dst.dtype)
+
+        def requant(x):
+            v = kernels.requantize(x.astype(np.int32) - zp_in, mult, shift, "double")
+            return np.clip(v.astype(np.int64) + zp_out, lo, hi).astype(out_dtype)
+
+        return requant
+
     def plan_pad(self, op: Op):
         pads, zp = tuple(op.attrs["pads"]), self.q(op.inputs[0])[1]
         return lambda x: kernels.pad(x, pads, zp)
@@ -175,9 +219,9 @@ class Model:
 
     def _plan(self) -> list[Step]:
         if self._steps is None:
-            from .kernels.requant import rounding_code
+            from .kernels.requant import check_rounding
 
-            rounding_code(self.rounding)  # validates the mode name
+            check_rounding(self.rounding)  # validates the mode or profile name
             planner = _Planner(self.graph, self.rounding)
             self._steps = [
                 planner.step_add(op) if op.kind == "add" else planner.step(op)
@@ -189,6 +233,12 @@ class Model:
         x = fit_samples(np.asarray(x), self.input_shape)
         if not self.quantized:
             return to_model_dtype(x, "float32")
+        if self.input.dtype == "uint8":  # a uint8-I/O model (e.g. imported from .tflite)
+            if x.dtype == np.uint8:
+                return x
+            scale, zp = self.input.qparams()
+            q = kernels.quantize(to_model_dtype(x, "float32"), scale, zp - 128)
+            return (q.astype(np.int16) + 128).astype(np.uint8)
         if x.dtype == np.int8:
             return x
         x = to_model_dtype(x, "float32")
@@ -236,6 +286,8 @@ class Model:
         y = self.run_all(x)[name]
         if dequantize and self.quantized:
             scale, zp = self.graph.tensor(name).qparams()
+            if y.dtype == np.uint8:
+                y, zp = (y.astype(np.int16) - 128).astype(np.int8), zp - 128
             return kernels.dequantize(y, scale, zp)
         return y
 
@@ -265,9 +317,11 @@ def detect_format(path: str | os.PathLike) -> str:
         head = f.read(8)
     if head == b"EDGECONV":
         return "edgeconv"
+    if head[4:8] == b"TFL3":
+        return "tflite"
     raise EdgeconvError(
-        f"{p}: unknown model format (extension {suffix or 'none'}); edgeconv reads .onnx and "
-        ".edgeconv files"
+        f"{p}: unknown model format (extension {suffix or 'none'}); edgeconv reads .onnx, "
+        ".tflite and .edgeconv files"
     )
 
 
@@ -281,9 +335,12 @@ def load_graph(path: str | os.PathLike) -> Graph:
         from .formats.native import load as load_native
 
         return load_native(path)
-    raise EdgeconvError(f"{path}: .tflite import is not supported yet; use .onnx or .edgeconv")
+    from .formats.tflite_import import load_tflite
+
+    return load_tflite(path)
 
 
 def load(path: str | os.PathLike, *, rounding: str = "double") -> Model:
-    """Load an .onnx (float) or .edgeconv (float or int8) model, ready to run."""
+    """Load an .onnx (float), .tflite or .edgeconv (float or int8) model, ready to run.
+    `rounding` is a requantization mode or a runtime profile (kernels.requant)."""
     return Model(load_graph(path), str(path), rounding)

@@ -14,35 +14,7 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import EdgeconvError
-
-# Requantization rounding modes; the kernels branch on the index (rounding_code).
-#   double     gemmlowp SRDHM, then RoundingDivideByPOT (ties away from zero): TFLM, TFLite
-#              reference kernels, CMSIS-NN default (spec 3.4 A)
-#   single     one rounding of acc*mult, ties toward +inf: TFLITE_SINGLE_ROUNDING, CMSIS-NN
-#              single rounding (spec 3.4 B)
-#   double-up  SRDHM, then a rounding right shift with ties toward +inf: TFLite's optimized
-#              (ruy) kernels on x86-64, measured (README, section TFLite)
-#   fp32       float32(acc) * float32 scale, ties to even: XNNPACK's QS8 kernels (spec 3.4 D)
-#   fp64       double(acc) * double scale, ties away from zero: LiteRT's reference
-#              FULLY_CONNECTED (spec 3.4 D)
-# The two float modes take the real multiplier (``scale=``), not mult/shift.
-ROUNDING_MODES = ("double", "single", "double-up", "fp32", "fp64")
-FLOAT_MODES = ("fp32", "fp64")
-
-# Named per-runtime choices: op -> mode, for runtimes that do not use one rounding for
-# every op. "depthwise_blocks" is the mode of the channels in full blocks of 8, the rest
-# use "depthwise" (TFLite's optimized depthwise kernel on x86-64, measured).
-ROUNDING_PROFILES: dict[str, dict[str, str]] = {
-    "tflite-ref": {"conv": "double", "depthwise": "double", "fc": "fp64"},
-    "tflite-opt": {
-        "conv": "double-up",
-        "depthwise": "double",
-        "depthwise_blocks": "double-up",
-        "fc": "double-up",
-    },
-}
-# What --rounding accepts: a mode, or a runtime profile.
-ROUNDING_CHOICES = ROUNDING_MODES + tuple(ROUNDING_PROFILES)
+from .modes import FLOAT_MODES, ROUNDING_CHOICES, ROUNDING_MODES, ROUNDING_PROFILES  # noqa: F401
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -69,12 +41,21 @@ def check_rounding(choice: str) -> str:
     return choice
 
 
-def mode_for(choice: str, op: str) -> str:
+def delegate_accepts(scales) -> bool:
+    """XNNPACK's test on a layer's weight and bias scales: every one a normal float32 > 0."""
+    s = np.asarray(scales, np.float32)
+    return bool(np.all(s > 0) and np.all(s >= np.finfo(np.float32).tiny) and np.all(np.isfinite(s)))
+
+
+def mode_for(choice: str, op: str, scales=None) -> str:
     """The kernel mode a rounding choice uses for `op` ('conv', 'depthwise', 'fc',
-    'depthwise_blocks')."""
+    'depthwise_blocks'); `scales` (the layer's weight and bias scales) decide whether a
+    delegate profile's delegate takes the layer."""
     profile = ROUNDING_PROFILES.get(check_rounding(choice))
     if profile is None:
         return choice
+    if "declined" in profile and scales is not None and not delegate_accepts(scales):
+        return mode_for(profile["declined"], op)
     if op == "depthwise_blocks":
         return profile.get(op, profile["depthwise"])
     return profile[op]
