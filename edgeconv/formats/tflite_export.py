@@ -519,6 +519,12 @@ def to_bytes(graph: Graph, io: str = "int8", description: str | None = None) -> 
     return _serialise(build_model(graph, io), graph, io, description)
 
 
+def export_bytes(graph: Graph, io: str = "int8") -> tuple[bytes, dict[str, int]]:
+    """The .tflite bytes and, for every graph tensor written, its TFLite tensor index."""
+    m = build_model(graph, io)
+    return _serialise(m, graph, io, None), dict(m.index)
+
+
 def _serialise(m: _Model, graph: Graph, io: str, description: str | None) -> bytes:
     try:
         import flatbuffers
