@@ -230,20 +230,23 @@ class Model:
         return self._steps
 
     def prepare_input(self, x: np.ndarray) -> np.ndarray:
+        from .kernels.requant import mode_for
+
         x = fit_samples(np.asarray(x), self.input_shape)
         if not self.quantized:
             return to_model_dtype(x, "float32")
+        method = mode_for(self.rounding, "quantize")  # as the chosen runtime quantizes
         if self.input.dtype == "uint8":  # a uint8-I/O model (e.g. imported from .tflite)
             if x.dtype == np.uint8:
                 return x
             scale, zp = self.input.qparams()
-            q = kernels.quantize(to_model_dtype(x, "float32"), scale, zp - 128)
+            q = kernels.quantize(to_model_dtype(x, "float32"), scale, zp - 128, method)
             return (q.astype(np.int16) + 128).astype(np.uint8)
         if x.dtype == np.int8:
             return x
         x = to_model_dtype(x, "float32")
         scale, zp = self.input.qparams()
-        return kernels.quantize(x, scale, zp)
+        return kernels.quantize(x, scale, zp, method)
 
     def run_all(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every graph output, raw (int8 for an int8 model)."""

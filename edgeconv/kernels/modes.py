@@ -20,6 +20,11 @@ from __future__ import annotations
 ROUNDING_MODES = ("double", "single", "double-up", "fp32", "fp64")
 FLOAT_MODES = ("fp32", "fp64")
 
+# Float -> int8 input quantization: "divide" rounds x / scale half away from zero (TFLM,
+# TFLite reference); "reciprocal" rounds x * (1 / scale) half to even (TFLite's optimized
+# kernel and XNNPACK, measured). Both in float32.
+QUANTIZE_METHODS = ("divide", "reciprocal")
+
 # Named per-runtime choices: op -> mode, for runtimes that do not use one rounding for
 # every op (all measured against ai-edge-litert on x86-64; README, section TFLite).
 # - "depthwise_blocks" is the mode of the output channels in full blocks of 8; the rest
@@ -34,8 +39,15 @@ ROUNDING_PROFILES: dict[str, dict[str, str]] = {
         "depthwise": "double",
         "depthwise_blocks": "double-up",
         "fc": "double-up",
+        "quantize": "reciprocal",
     },
-    "xnnpack": {"conv": "fp32", "depthwise": "fp32", "fc": "fp32", "declined": "tflite-opt"},
+    "xnnpack": {
+        "conv": "fp32",
+        "depthwise": "fp32",
+        "fc": "fp32",
+        "quantize": "reciprocal",
+        "declined": "tflite-opt",
+    },
 }
 # What --rounding accepts: a mode, or a runtime profile.
 ROUNDING_CHOICES = ROUNDING_MODES + tuple(ROUNDING_PROFILES)

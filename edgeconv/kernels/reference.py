@@ -19,7 +19,15 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import EdgeconvError
-from .requant import FLOAT_MODES, INT32_MAX, INT32_MIN, SHIFT_MAX, SHIFT_MIN, rounding_code
+from .requant import (
+    FLOAT_MODES,
+    INT32_MAX,
+    INT32_MIN,
+    QUANTIZE_METHODS,
+    SHIFT_MAX,
+    SHIFT_MIN,
+    rounding_code,
+)
 
 BACKEND_NAME = "numpy"
 
@@ -623,19 +631,28 @@ def _round_half_away_f32(v: np.ndarray) -> np.ndarray:
     return np.copysign(r, v)
 
 
-def quantize(x: np.ndarray, scale: float, zp: int) -> np.ndarray:
-    """TFLM Quantize: clamp(round_half_away(x / float32(scale)) + zp), all in float32."""
+def quantize(x: np.ndarray, scale: float, zp: int, method: str = "divide") -> np.ndarray:
+    """TFLM Quantize: clamp(round_half_away(x / float32(scale)) + zp), all in float32.
+
+    method="reciprocal" is TFLite's optimized and XNNPACK quantize (measured):
+    round_half_to_even(x * (1 / float32(scale))), the reciprocal also in float32."""
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
         raise EdgeconvError(f"x must hold real numbers, got dtype {arr.dtype}")
+    if method not in QUANTIZE_METHODS:
+        raise EdgeconvError(f"method={method!r}: use one of {', '.join(QUANTIZE_METHODS)}")
     s = _float_scale(scale)
     zp = _int8_range("zp", zp)
-    v = arr.astype(np.float32) / s
+    if method == "divide":
+        v = arr.astype(np.float32) / s
+    else:
+        v = arr.astype(np.float32) * (np.float32(1.0) / s)
     if np.isnan(v).any():
         raise EdgeconvError("x contains NaN")
     # Saturate before rounding and the int conversion (C leaves out-of-range casts
     # undefined); anything beyond +-512 clamps to the same int8 value anyway.
-    r = _round_half_away_f32(np.clip(v, -512, 512)).astype(np.int32)
+    v = np.clip(v, -512, 512)
+    r = (_round_half_away_f32(v) if method == "divide" else np.rint(v)).astype(np.int32)
     return np.clip(r + zp, -128, 127).astype(np.int8)
 
 

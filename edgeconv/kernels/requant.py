@@ -14,7 +14,13 @@ from fractions import Fraction
 import numpy as np
 
 from ..errors import EdgeconvError
-from .modes import FLOAT_MODES, ROUNDING_CHOICES, ROUNDING_MODES, ROUNDING_PROFILES  # noqa: F401
+from .modes import (  # noqa: F401  (re-exported)
+    FLOAT_MODES,
+    QUANTIZE_METHODS,
+    ROUNDING_CHOICES,
+    ROUNDING_MODES,
+    ROUNDING_PROFILES,
+)
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -49,9 +55,12 @@ def delegate_accepts(scales) -> bool:
 
 def mode_for(choice: str, op: str, scales=None) -> str:
     """The kernel mode a rounding choice uses for `op` ('conv', 'depthwise', 'fc',
-    'depthwise_blocks'); `scales` (the layer's weight and bias scales) decide whether a
-    delegate profile's delegate takes the layer."""
+    'depthwise_blocks'; 'quantize' gives a QUANTIZE_METHODS entry); `scales` (the
+    layer's weight and bias scales) decide whether a delegate profile's delegate takes
+    the layer."""
     profile = ROUNDING_PROFILES.get(check_rounding(choice))
+    if op == "quantize":  # the float -> int8 input quantization
+        return "divide" if profile is None else profile.get("quantize", "divide")
     if profile is None:
         return choice
     if "declined" in profile and scales is not None and not delegate_accepts(scales):
