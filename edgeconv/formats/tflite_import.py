@@ -292,6 +292,8 @@ class _Importer:
             )
         shape = t.shape
         if t.data is None:
+            if 0 in shape:
+                raise self.fail(f"activation {t.name!r} has an empty dimension {list(shape)}")
             if len(shape) == 0 or shape[0] != 1:
                 raise self.fail(
                     f"activation {t.name!r} has shape {list(shape)}; edgeconv imports models "
@@ -424,7 +426,7 @@ def _conv(imp: _Importer, depthwise: bool) -> None:
     x, w = imp.input(0), imp.input(1, "weights")
     out = imp.t(imp.op.outputs[0])
     imp.check_activation_types(x, out)
-    if len(x.shape) != 4 or len(w.shape) != 4:
+    if len(x.shape) != 4 or len(w.shape) != 4 or 0 in w.shape or 0 in x.shape:
         raise imp.fail(f"expects 4-D input and weights, got {list(x.shape)} and {list(w.shape)}")
     S = Slots.DepthwiseConv2DOptions if depthwise else Slots.Conv2DOptions
     stride = (imp.opt(S.stride_h, "i32"), imp.opt(S.stride_w, "i32"))
@@ -472,7 +474,7 @@ def _fc(imp: _Importer) -> None:
     imp.check_activation_types(x, out)
     if imp.opt(S.weights_format, "i8") != 0:
         raise imp.fail("shuffled weights format is not supported")
-    if len(w.shape) != 2:
+    if len(w.shape) != 2 or 0 in w.shape:
         raise imp.fail(f"weights must be 2-D [out, in], got {list(w.shape)}")
     cout, k = w.shape
     imp.weights(w, 0, cout)
