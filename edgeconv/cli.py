@@ -294,8 +294,10 @@ def cmd_warmup(args) -> int:
         f"{obj['first_run_seconds']:.2f} s, then {obj['second_run_seconds'] * 1e3:.1f} ms"
     )
     if cache is not None:
-        text += f"\nnumba cache: {obj['numba_cache_dir']} ({cache['kernels']} kernels, " \
-            f"{cache['bytes'] / 1024:.0f} KiB)"
+        text += (
+            f"\nnumba cache: {obj['numba_cache_dir']} ({cache['kernels']} library kernels, "
+            f"{cache['models']} compiled model(s), {cache['bytes'] / 1024:.0f} KiB)"
+        )
     else:
         text += f" ({obj['backend_reason']}; nothing to cache)"
     _emit(args, obj, text)

@@ -333,7 +333,16 @@ def load_graph(path: str | os.PathLike) -> Graph:
     if fmt == "onnx":
         from .formats.onnx_import import load_onnx
 
-        return load_onnx(path)
+        try:
+            return load_onnx(path)
+        except ModuleNotFoundError as e:  # onnx is not installed on 32-bit ARM (no wheels)
+            if (e.name or "").split(".")[0] not in ("onnx", "google"):
+                raise
+            raise EdgeconvError(
+                f"{path}: reading .onnx needs the onnx package (pip install onnx), which has "
+                "no wheels for 32-bit ARM; quantize on another machine and copy the "
+                ".edgeconv file"
+            ) from None
     if fmt == "edgeconv":
         from .formats.native import load as load_native
 

@@ -161,41 +161,75 @@ def numba_cache_dir(source: Path | None = None) -> tuple[Path | None, str]:
 
 
 def cached_kernel_names(source: Path) -> list[str]:
-    """The cache entry stems Numba uses for the ``@njit(cache=True)`` functions of `source`:
-    ``<module>.<function>-<first line>.py<XY>`` (the first line is the decorator's)."""
+    """The cache entry stems Numba uses for the ``@njit(cache=True...)`` functions of
+    `source`: ``<module>.<function>-<first line>.py<XY>`` (the decorator's line)."""
     stem, tag = source.stem, f"py{sys.version_info[0]}{sys.version_info[1]}"
     lines = source.read_text().splitlines()
     names = []
     for i, line in enumerate(lines):
-        if line.startswith("@njit(") and "cache=True" in line:
+        if line.lstrip().startswith("@njit(") and "cache=True" in line:
             for follow in lines[i + 1 : i + 4]:
-                if follow.startswith("def "):
-                    fn = follow[4:].split("(", 1)[0].strip()
+                if follow.lstrip().startswith("def "):
+                    fn = follow.lstrip()[4:].split("(", 1)[0].strip()
                     names.append(f"{stem}.{fn}-{i + 1}.{tag}")
                     break
     return names
 
 
-def numba_cache_state(folder: Path | None, source: Path | None = None) -> dict:
-    """How many of edgeconv's cached kernels (this source, this Python) have an entry in
-    `folder`, their size, and whether any entry predates the source file."""
-    source = source or _fast_kernels_file()
-    if source is None:
-        return {"kernels": 0, "of": 0, "bytes": 0, "state": "edgeconv.kernels.fast not found"}
-    names = cached_kernel_names(source)
+# Per-model modules the compiled engine generates (kernels/compiled.py): their source goes
+# to <edgeconv cache>/kernels/edgeconv_gen_<hash>.py, and Numba caches them like any module.
+_GENERATED_DIR, _GENERATED_GLOB = "kernels", "edgeconv_gen_*.py"
+
+
+def _entries(folder: Path | None, stems: list[str]) -> tuple[list[str], int, list[float]]:
+    """Which stems have a Numba index in `folder`, the bytes of their entries, index mtimes."""
     if folder is None or not folder.is_dir():
-        return {"kernels": 0, "of": len(names), "bytes": 0, "state": "empty"}
-    present = [n for n in names if (folder / f"{n}.nbi").is_file()]
-    size = 0
-    for n in present:
-        size += (folder / f"{n}.nbi").stat().st_size
-        size += sum(f.stat().st_size for f in folder.glob(f"{n}.*.nbc"))
-    if not present:
-        return {"kernels": 0, "of": len(names), "bytes": 0, "state": "empty"}
-    src_mtime = source.stat().st_mtime
-    older = any((folder / f"{n}.nbi").stat().st_mtime < src_mtime for n in present)
-    state = "filled" + ("; some entries predate the kernels' source" if older else "")
-    return {"kernels": len(present), "of": len(names), "bytes": size, "state": state}
+        return [], 0, []
+    present, size, mtimes = [], 0, []
+    for n in stems:
+        index = folder / f"{n}.nbi"
+        if index.is_file():
+            present.append(n)
+            st = index.stat()
+            mtimes.append(st.st_mtime)
+            size += st.st_size + sum(f.stat().st_size for f in folder.glob(f"{n}.*.nbc"))
+    return present, size, mtimes
+
+
+def numba_cache_state(folder: Path | None = None) -> dict:
+    """What of edgeconv's compiled code is in Numba's cache: the library kernels (the
+    ``@njit(cache=True)`` functions of edgeconv/kernels/*.py, found in `folder`, default
+    where fast.py's go) and the per-model modules of the compiled engine."""
+    from .kernels.probe import cache_dir
+
+    fast = _fast_kernels_file()
+    if fast is None:
+        return {"kernels": 0, "of": 0, "models": 0, "bytes": 0, "state": "no kernels found"}
+    if folder is None:
+        folder = numba_cache_dir(fast)[0]
+    stems: list[str] = []
+    newest_source = 0.0
+    for src in sorted(fast.parent.glob("*.py")):
+        names = cached_kernel_names(src)
+        if names:
+            stems += names
+            newest_source = max(newest_source, src.stat().st_mtime)
+    present, size, mtimes = _entries(folder, stems)
+    models = 0
+    gen_dir = cache_dir() / _GENERATED_DIR
+    for gen in sorted(gen_dir.glob(_GENERATED_GLOB)) if gen_dir.is_dir() else []:
+        got, nbytes, _ = _entries(numba_cache_dir(gen)[0], cached_kernel_names(gen))
+        if got:
+            models += 1
+            size += nbytes
+    if not present and not models:
+        state = "empty"
+    else:
+        state = "filled"
+        if any(m < newest_source for m in mtimes):
+            state += "; some entries predate the kernels' source (Numba rechecks them)"
+    return {"kernels": len(present), "of": len(stems), "models": models, "bytes": size,
+            "state": state}
 
 
 def backend_report() -> dict:
@@ -244,10 +278,10 @@ def info_text(obj: dict) -> str:
         if cpu["neon"] is not None
         else ("SIMD " + (" ".join(cpu.get("simd", [])) or "none seen") + "; NEON/dotprod n/a")
     )
-    if cache["kernels"]:
+    if cache["kernels"] or cache["models"]:
         cached = (
-            f"{cache['kernels']} of {cache['of']} kernels, {cache['bytes'] / 1024:.0f} KiB, "
-            f"{cache['state']}"
+            f"{cache['kernels']} of {cache['of']} library kernels, {cache['models']} compiled "
+            f"model(s), {cache['bytes'] / 1024:.0f} KiB; {cache['state']}"
         )
     else:
         cached = "empty (fill it with `edgeconv warmup MODEL` or a bundle's `run.py --warmup`)"
@@ -285,6 +319,9 @@ def warmup(model) -> dict:
     t2 = time.perf_counter()
     model.run(x)
     t_second = time.perf_counter() - t2
+    threads = int(getattr(model, "threads", 1) or 1)
+    if threads > 1:  # a batch takes the multi-threaded path, compiled separately
+        model.run(np.zeros((threads, *model.input_shape), dtype))
     folder, why = numba_cache_dir()
     return {
         "model": model.path,
