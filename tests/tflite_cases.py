@@ -57,6 +57,8 @@ def conv_graph(
     activation: str = "none",
 ):
     kh, kw = kernel
+    h = max(h, dilation[0] * (kh - 1) + 1)  # the kernel must fit (VALID)
+    w = max(w, dilation[1] * (kw - 1) + 1)
     pads = _pads(h, w, kernel, stride, dilation, padding)
     oh = conv_output_size(h, kh, stride[0], dilation[0], pads[0], pads[2])
     ow = conv_output_size(w, kw, stride[1], dilation[1], pads[1], pads[3])
@@ -157,6 +159,7 @@ def pool_graph(
     padding: str = "VALID",
     activation: str = "none",
 ):
+    h, w = max(h, kernel[0]), max(w, kernel[1])
     pads = _pads(h, w, kernel, stride, (1, 1), padding)
     oh = conv_output_size(h, kernel[0], stride[0], 1, pads[0], pads[2])
     ow = conv_output_size(w, kernel[1], stride[1], 1, pads[1], pads[3])

@@ -446,6 +446,9 @@ def build_model(graph: Graph, io: str = "int8") -> _Model:
     ex = _Exporter(graph, io)
     if io != "int8" and not ex.quantized:
         raise EdgeconvError(f"io={io!r} applies to int8 models; this graph is float")
+    for name, t in graph.tensors.items():
+        if not t.is_const and 0 in t.shape:
+            raise EdgeconvError(f"cannot export to .tflite: tensor {name!r} is empty {t.shape}")
     if ex.quantized:
         for name, t in graph.tensors.items():
             if not t.is_const and t.dtype == "float32":
