@@ -470,6 +470,22 @@ def export_c(
         raise EdgeconvError(f"{out} exists and is not a folder")
     if not out.parent.is_dir():
         raise EdgeconvError(f"cannot write {out}: folder {out.parent} does not exist")
+    if measure:  # compile in a scratch folder first: a measured overflow writes nothing
+        import tempfile
+
+        from .c_build import measure_flash
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, text in files.items():
+                (Path(tmp) / name).write_text(text)
+            rep["flash_measured"] = measured = measure_flash(Path(tmp), profile)
+        budget = profile.flash_bytes
+        if measured and budget is not None and measured["flash_bytes"] > budget:
+            raise EdgeconvError(
+                f"model does not fit target {profile.name}: flash {measured['flash_bytes']:,} B "
+                f"(measured: text {measured['text_bytes']:,} + data {measured['data_bytes']:,}) "
+                f"> flash budget {budget:,} B by {measured['flash_bytes'] - budget:,} B"
+            )
     out.mkdir(exist_ok=True)
     from edgeconv.fileio import atomic_write
 
@@ -480,10 +496,6 @@ def export_c(
         os.chmod(out / name, 0o666 & ~umask)
     rep["output"] = str(out)
     rep["files"] = sorted(files)
-    if measure:
-        from .c_build import measure_flash
-
-        rep["flash_measured"] = measure_flash(out, profile)
     if compare_tflm:
         from .tflm_arena import tflm_arena
 

@@ -5,7 +5,11 @@ and loaded by the ``tflite-micro`` PyPI interpreter in a child process (TFLM pri
 allocation report on the C-level stderr, and a failed TFLM check aborts the process).
 Reported: the RecordingMicroAllocator's total / head (the planned activation tensors)
 / tail (persistent structs, quantization data, kernel buffers), and the smallest
-``arena_size`` with which the interpreter still allocates and runs, found by bisection.
+``arena_size`` (16-byte steps) with which a fresh interpreter allocates and runs. That
+can exceed the recorded total, because Prepare needs temporary memory that is freed
+again before the recording. Each probe runs in its own process: after a failed
+allocation TFLM's Python interpreter is not reliable in the same process (and some
+failures abort).
 This is the x86-64 build of TFLM: the tail holds 64-bit pointers and is larger than on
 a 32-bit Cortex-M; the head does not depend on the pointer size.
 """
@@ -26,31 +30,12 @@ import numpy as np
 from tflite_micro.python.tflite_micro import runtime
 
 model = open(sys.argv[1], "rb").read()
-
-def run(size, report=False):
-    try:
-        it = runtime.Interpreter.from_bytes(model, arena_size=size)
-        d = it.get_input_details(0)
-        it.set_input(np.zeros(d["shape"], d["dtype"]), 0)
-        it.invoke()
-    except Exception:
-        return False
-    if report:
-        it.print_allocations()
-    return True
-
-big = 64 * 1024 * 1024
-if not run(big, report=True):
-    print("edgeconv-tflm failed", flush=True)
-    sys.exit(3)
-lo, hi = 0, big  # run(lo) fails, run(hi) works
-while hi - lo > 16:
-    mid = (lo + hi) // 2
-    if run(mid):
-        hi = mid
-    else:
-        lo = mid
-print(f"edgeconv-tflm min_arena={hi}", flush=True)
+it = runtime.Interpreter.from_bytes(model, arena_size=int(sys.argv[2]))
+d = it.get_input_details(0)
+it.set_input(np.zeros(d["shape"], d["dtype"]), 0)
+it.invoke()
+if sys.argv[3] == "report":
+    it.print_allocations()
 """
 
 
@@ -63,8 +48,19 @@ def _version() -> str:
         return "?"
 
 
+def _probe(path: Path, size: int, report: bool, timeout: float) -> tuple[bool, str]:
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, str(path), str(size), "report" if report else "-"],
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout:.0f} s"
+    return proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def tflm_arena(graph: Graph, timeout: float = 120) -> dict:
-    """{"arena_bytes", "head_bytes", "tail_bytes", "min_arena_size", "host"} or
+    """{"arena_bytes", "head_bytes", "tail_bytes", "min_arena_size", ...} or
     {"arena_bytes": None, "reason": ...} when TFLM or the exporter is unavailable."""
     try:
         from tflite_micro.python.tflite_micro import runtime  # noqa: F401
@@ -84,26 +80,31 @@ def tflm_arena(graph: Graph, timeout: float = 120) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(blob)
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", _SCRIPT, str(path)],
-                capture_output=True, text=True, timeout=timeout,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            return {"arena_bytes": None, "reason": f"TFLM timed out after {timeout:.0f} s"}
-    text = proc.stdout + proc.stderr
-    total = re.search(r"Arena allocation total (\d+) bytes", text)
-    head = re.search(r"Arena allocation head (\d+) bytes", text)
-    tail = re.search(r"Arena allocation tail (\d+) bytes", text)
-    need = re.search(r"edgeconv-tflm min_arena=(\d+)", text)
-    if proc.returncode != 0 or not (total and head and tail and need):
-        last = text.strip().splitlines()[-1:] or [""]
-        return {"arena_bytes": None, "reason": f"TFLM could not run the model: {last[0]}"}
+        ok, text = _probe(path, 64 * 1024 * 1024, True, timeout)
+        total = re.search(r"Arena allocation total (\d+) bytes", text)
+        head = re.search(r"Arena allocation head (\d+) bytes", text)
+        tail = re.search(r"Arena allocation tail (\d+) bytes", text)
+        if not ok or not (total and head and tail):
+            last = text.strip().splitlines()[-1:] or [""]
+            return {"arena_bytes": None, "reason": f"TFLM could not run the model: {last[0]}"}
+        arena = int(total.group(1))
+        # smallest working arena_size: below the total TFLM cannot fit what it recorded
+        lo, hi, step = arena - 16, arena, 256
+        while not _probe(path, hi, False, timeout)[0]:
+            lo, hi, step = hi, hi + step, step * 2
+            if hi > 64 * 1024 * 1024:
+                return {"arena_bytes": None, "reason": "no arena size up to 64 MiB worked"}
+        while hi - lo > 16:
+            mid = (lo + hi) // 2
+            if _probe(path, mid, False, timeout)[0]:
+                hi = mid
+            else:
+                lo = mid
     return {
-        "arena_bytes": int(total.group(1)),
+        "arena_bytes": arena,
         "head_bytes": int(head.group(1)),
         "tail_bytes": int(tail.group(1)),
-        "min_arena_size": int(need.group(1)),
+        "min_arena_size": hi,
         "tflite_bytes": len(blob),
         "host": f"tflite-micro {_version()} Python interpreter, x86-64",
     }

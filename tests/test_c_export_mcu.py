@@ -35,7 +35,14 @@ def lenet(example_data) -> Model:
     return Model(q.graph, "lenet5.int8")
 
 
-def _check_emulated(rep: dict, n: int) -> None:
+def _check_emulated(rep: dict, n: int, label: str = "") -> None:
+    print(
+        f"\n{label} {rep['target']}: {rep['mismatches']} of {rep['elements']} bytes differ, "
+        f"text/data/bss {rep['text_bytes']}/{rep['data_bytes']}/{rep['bss_bytes']} B, "
+        f"{rep['instructions_per_inference']} instructions per inference, stack "
+        f"{rep['stack_bytes']} B, arena {rep['arena_bytes']} B (touched "
+        f"{rep['arena_touched_bytes']})"
+    )
     assert rep["emulated"] and rep["samples"] == n
     assert rep["mismatches"] == 0, rep.get("first_mismatch")
     assert rep["arena_touched_bytes"] == rep["arena_bytes"] and rep["arena_guard_intact"]
@@ -49,7 +56,7 @@ def _check_emulated(rep: dict, n: int) -> None:
 def test_lenet_cortex_m4_all_1000_images_byte_identical(lenet, example_data):
     _need_arm()
     rep = verify_c(lenet, "cortex-m4", example_data["x"], emulate=True)
-    _check_emulated(rep, 1000)
+    _check_emulated(rep, 1000, "lenet5.onnx")
     assert rep["board"] == "mps2-an386" and "-mcpu=cortex-m4" in rep["compiler"]
     plan = plan_c(lenet.graph)
     assert plan.const_bytes < rep["text_bytes"] < plan.const_bytes + 4096
@@ -60,7 +67,7 @@ def test_lenet_cortex_m4_all_1000_images_byte_identical(lenet, example_data):
 def test_lenet_other_cores_200_images(lenet, example_data, target):
     _need_arm()
     rep = verify_c(lenet, target, example_data["x"][:200], emulate=True)
-    _check_emulated(rep, 200)
+    _check_emulated(rep, 200, "lenet5.onnx")
     assert rep["board"] == get_profile(target).qemu_machine
 
 
@@ -81,7 +88,7 @@ def test_shared_case_cortex_m4_byte_identical(case, int8_case):
     _need_arm()
     model, x = int8_case(case)
     rep = verify_c(model, "cortex-m4", x, emulate=True)
-    _check_emulated(rep, len(x))
+    _check_emulated(rep, len(x), case.name)
 
 
 def test_flash_estimate_tracks_the_measured_size(lenet):
