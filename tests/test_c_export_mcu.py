@@ -107,3 +107,18 @@ def test_flash_estimate_tracks_the_measured_size(lenet):
             rep = export_c(graph, Path(tmp) / "c", get_profile("cortex-m4"), compare_tflm=False)
         measured = rep["flash_measured"]["flash_bytes"]
         assert abs(est - measured) <= 0.15 * measured + 256, (est, measured)
+
+
+@pytest.mark.parametrize("target", ["cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33"])
+def test_every_mcu_profile_compiles_warning_free(tmp_path, lenet, target):
+    """-Wall -Wextra -Werror -pedantic with each profile's -mcpu flags (the M33 has no QEMU
+    board here, so this is its only check)."""
+    _need_arm()
+    from edgeconv.targets.c_export import export_c
+
+    b, outs = kitchen_sink()
+    for i, graph in enumerate((lenet.graph, b.quantized(outs["softmax"]))):
+        rep = export_c(graph, tmp_path / f"{target}{i}", get_profile(target), compare_tflm=False)
+        m = rep["flash_measured"]
+        assert m["text_bytes"] > rep["const_bytes"] and m["data_bytes"] == 0
+        assert m["bss_bytes"] == (rep["arena_bytes"] + 3) // 4 * 4

@@ -47,7 +47,8 @@ typedef struct {
     /* bias[oc] + in_offset * kernel_sum[oc] (mod 2^32): the whole input offset term of a
      * window that lies inside the image, folded in at export time */
     const int32_t *bias;
-    /* sum of the weights of output channel oc; NULL when no window reaches the padding */
+    /* sum of the weights of output channel oc, to undo the fold for a window clipped by
+     * the padding */
     const int32_t *kernel_sum;
     const int32_t *mult; /* per output channel */
     const int32_t *shift;
