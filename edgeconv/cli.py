@@ -470,10 +470,20 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("model")
     common(w)
     w.set_defaults(func=cmd_warmup)
+
+    # `edgeconv bench ...` is handed to edgeconv.bench's own parser by main(); this entry
+    # only lists it (and takes any arguments) in `edgeconv --help`.
+    b = sub.add_parser("bench", add_help=False, help="speed vs LiteRT and onnxruntime (see -h)")
+    b.add_argument("argv", nargs=argparse.REMAINDER)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # the benchmark has its own parser (python -m edgeconv.bench)
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:], prog="edgeconv bench")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -118,9 +118,9 @@ def fit_samples(x: np.ndarray, sample_shape: tuple[int, ...], source: str = "inp
     """Reshape `x` to [N, *sample_shape] when the per-sample element count matches
     (e.g. [N,28,28] -> [N,1,28,28]); a single un-batched sample becomes N=1."""
     x = np.asarray(x)
-    per = int(np.prod(sample_shape))
-    if x.shape[1:] == tuple(sample_shape):
+    if x.shape[1:] == tuple(sample_shape):  # the common case, before np.prod (~3 us)
         return x
+    per = int(np.prod(sample_shape))
     if x.ndim >= 1 and x.size and int(np.prod(x.shape[1:])) == per:
         return x.reshape((x.shape[0], *sample_shape))
     if x.size == per:

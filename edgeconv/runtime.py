@@ -207,6 +207,9 @@ class Model:
         self.input = graph.tensor(graph.inputs[0])
         self.quantized = graph.is_quantized
         self._steps: list[Step] | None = None
+        self._run_plan: list[Step] | None = None
+        # threads for batches on the compiled engine (prange); EDGECONV_THREADS, default 1
+        self.threads = max(1, int(os.environ.get("EDGECONV_THREADS", "1") or 1))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -228,6 +231,18 @@ class Model:
                 for op in self.graph.ops
             ]
         return self._steps
+
+    def _run_steps(self) -> list[Step]:
+        """What run() executes: on the Numba backend, chains of ops compiled into one call
+        each (kernels/compiled.py; EDGECONV_ENGINE=ops turns it off), else the per-op steps."""
+        if self._run_plan is None:
+            steps = self._plan()
+            if kernels.backend_name() == "numba" and os.environ.get("EDGECONV_ENGINE") != "ops":
+                from .kernels.compiled import compiled_steps
+
+                steps = compiled_steps(self, steps)
+            self._run_plan = steps
+        return self._run_plan
 
     def prepare_input(self, x: np.ndarray) -> np.ndarray:
         from .kernels.requant import mode_for
@@ -254,7 +269,7 @@ class Model:
         if not self.quantized:
             return run_graph(self.graph, {self.graph.inputs[0]: x})
         env = {self.graph.inputs[0]: x}
-        for step in self._plan():
+        for step in self._run_steps():
             step(env)
         return {name: env[name] for name in self.graph.outputs}
 
