@@ -34,12 +34,18 @@ from .runtime import Model
 
 ORACLES = ("tflite-runtime", "tflite-micro")
 RESOLVERS = ("default", "builtin", "reference")
-# which --rounding reproduces each oracle configuration (measured: README, section TFLite)
+# which --rounding reproduces each oracle package and kernel set, measured on x86-64
+# (README, section TFLite): (package, resolver) -> rounding
 MATCHING_ROUNDING = {
     ("tflite-micro", "default"): "double",
-    ("tflite-runtime", "default"): "xnnpack",
+    ("ai-edge-litert", "default"): "xnnpack",
+    ("ai-edge-litert", "builtin"): "tflite-opt",
+    ("ai-edge-litert", "reference"): "tflite-ref",
+    # tflite-runtime 2.14: its default XNNPACK delegate leaves int8 ops to the optimized
+    # kernels, and its reference FULLY_CONNECTED still uses the integer multiplier
+    ("tflite-runtime", "default"): "tflite-opt",
     ("tflite-runtime", "builtin"): "tflite-opt",
-    ("tflite-runtime", "reference"): "tflite-ref",
+    ("tflite-runtime", "reference"): "double",
 }
 RANDOM_SAMPLES = 64
 
@@ -303,7 +309,7 @@ def verify_against(
         "resolver": resolver if oracle == "tflite-runtime" else None,
         "rounding": model.rounding,
         "matching_rounding": MATCHING_ROUNDING.get(
-            (oracle, resolver if oracle == "tflite-runtime" else "default")
+            (used.split()[0], resolver if oracle == "tflite-runtime" else "default")
         ),
         "inputs": source,
         "samples": int(len(raw)),
