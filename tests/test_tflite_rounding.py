@@ -154,9 +154,12 @@ def test_profiles_pick_modes():
     "op",
     [
         "CONV_2D",
+        "CONV_2D (power-of-two scales)",
         "DEPTHWISE_CONV_2D",
+        "DEPTHWISE_CONV_2D (power-of-two scales)",
         "FULLY_CONNECTED (per-channel)",
         "FULLY_CONNECTED (per-tensor)",
+        "FULLY_CONNECTED (power-of-two scales)",
         "QUANTIZE (float input)",
     ],
 )

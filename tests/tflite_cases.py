@@ -33,6 +33,12 @@ def _pads(h, w, kernel, stride, dilation, padding: str):
     return (bottom + 1, right, top, left + 1)  # "EXPLICIT": neither SAME nor VALID
 
 
+def _pow2(v) -> np.ndarray:
+    """Round scales to powers of two: every real multiplier is then exact, and exact ties
+    (x.5 after requantization) are frequent, which is where the rounding modes differ."""
+    return np.exp2(np.round(np.log2(np.asarray(v, np.float64)))).astype(np.float32)
+
+
 def _out_scale(acc: np.ndarray, s_in: float, s_w: np.ndarray, spread: float = 100.0) -> float:
     """An output scale that maps the accumulators' spread to about +-spread steps."""
     real = acc.astype(np.float64) * (s_in * np.asarray(s_w, np.float64))
@@ -55,6 +61,7 @@ def conv_graph(
     padding: str = "SAME",
     per_channel: bool = True,
     activation: str = "none",
+    dyadic: bool = False,
 ):
     kh, kw = kernel
     h = max(h, dilation[0] * (kh - 1) + 1)  # the kernel must fit (VALID)
@@ -80,6 +87,8 @@ def conv_graph(
     x = rng.integers(-128, 128, (n, h, w, cin), dtype=np.int8)
     acc = rng.normal(0, 74 * 128 * np.sqrt(k) / 2, 256)  # a typical accumulator spread
     s_out = _out_scale(acc, s_in, s_w.mean())
+    if dyadic:
+        s_in, s_out, s_w = float(_pow2(s_in)), float(_pow2(s_out)), _pow2(s_w)
     zp_out = int(rng.integers(-128, 128))
     g = Graph({}, [], ["x"], ["y"], {})
     g.tensors["x"] = _act("x", (1, h, w, cin), s_in, zp_in)
@@ -116,6 +125,7 @@ def fc_graph(
     cout: int = 10,
     per_channel: bool = True,
     activation: str = "none",
+    dyadic: bool = False,
 ):
     wq = rng.integers(-127, 128, (cout, k), dtype=np.int8)
     s_in = float(np.float32(np.exp(rng.uniform(np.log(1e-3), np.log(0.1)))))
@@ -127,6 +137,8 @@ def fc_graph(
     x = rng.integers(-128, 128, (n, k), dtype=np.int8)
     acc = rng.normal(0, 74 * 128 * np.sqrt(k) / 2, 256)
     s_out = _out_scale(acc, s_in, s_w.mean())
+    if dyadic:
+        s_in, s_out, s_w = float(_pow2(s_in)), float(_pow2(s_out)), _pow2(s_w)
     g = Graph({}, [], ["x"], ["y"], {})
     g.tensors["x"] = _act("x", (1, k), s_in, zp_in)
     g.tensors["w"] = Tensor(

@@ -119,7 +119,7 @@ def _choice(rng, options):
 
 
 # op label -> (graph, inputs, io) from a Generator
-def _conv(rng, depthwise=False):
+def _conv(rng, depthwise=False, dyadic=False):
     return cases.conv_graph(
         rng,
         depthwise=depthwise,
@@ -133,33 +133,30 @@ def _conv(rng, depthwise=False):
         dilation=(int(rng.integers(1, 3)), 1),
         padding=_choice(rng, ("SAME", "VALID", "EXPLICIT")),
         activation=_choice(rng, cases.ACTIVATIONS),
+        dyadic=dyadic,
+    )
+
+
+def _fc(rng, per_channel=True, dyadic=False):
+    return cases.fc_graph(
+        rng,
+        n=16,
+        k=int(rng.integers(1, 400)),
+        cout=int(rng.integers(1, 40)),
+        per_channel=per_channel,
+        activation=_choice(rng, cases.ACTIVATIONS),
+        dyadic=dyadic,
     )
 
 
 CASES: dict[str, Callable] = {
     "CONV_2D": lambda rng: (*_conv(rng), "int8"),
+    "CONV_2D (power-of-two scales)": lambda rng: (*_conv(rng, dyadic=True), "int8"),
     "DEPTHWISE_CONV_2D": lambda rng: (*_conv(rng, True), "int8"),
-    "FULLY_CONNECTED (per-channel)": lambda rng: (
-        *cases.fc_graph(
-            rng,
-            n=16,
-            k=int(rng.integers(1, 400)),
-            cout=int(rng.integers(1, 40)),
-            activation=_choice(rng, cases.ACTIVATIONS),
-        ),
-        "int8",
-    ),
-    "FULLY_CONNECTED (per-tensor)": lambda rng: (
-        *cases.fc_graph(
-            rng,
-            n=16,
-            k=int(rng.integers(1, 400)),
-            cout=int(rng.integers(1, 40)),
-            per_channel=False,
-            activation=_choice(rng, cases.ACTIVATIONS),
-        ),
-        "int8",
-    ),
+    "DEPTHWISE_CONV_2D (power-of-two scales)": lambda rng: (*_conv(rng, True, True), "int8"),
+    "FULLY_CONNECTED (per-channel)": lambda rng: (*_fc(rng), "int8"),
+    "FULLY_CONNECTED (per-tensor)": lambda rng: (*_fc(rng, False), "int8"),
+    "FULLY_CONNECTED (power-of-two scales)": lambda rng: (*_fc(rng, True, True), "int8"),
     "MAX_POOL_2D": lambda rng: (
         *cases.pool_graph(
             rng,
@@ -265,6 +262,32 @@ def markdown(results: dict[str, dict], choices=ROUNDING_CHOICES) -> str:
     return "\n".join(lines)
 
 
+def pivot(results: dict[str, dict]) -> str:
+    """One row per op, one column per runtime: the matching choice and its mismatches,
+    with TFLM's `double` beside it where the runtime differs from TFLM."""
+    short = {
+        "tflite-micro": "TFLite Micro",
+        "litert-default": "ai-edge-litert default (XNNPACK)",
+        "litert-builtin": "ai-edge-litert builtin (optimized, no delegate)",
+        "litert-ref": "ai-edge-litert BUILTIN_REF",
+    }
+    lines = [
+        "| op (output elements) | " + " | ".join(short[rt] for rt in RUNTIMES) + " |",
+        "|" + "---|" * (1 + len(RUNTIMES)),
+    ]
+    for label, table in results.items():
+        cells = []
+        for rt in RUNTIMES:
+            row = table[rt]
+            cell = f"`{MATCHING[rt]}`: **{row[MATCHING[rt]]:,}**"
+            if MATCHING[rt] != "double":
+                cell += f" (`double`: {row['double']:,})"
+            cells.append(cell)
+        elements = table[RUNTIMES[0]]["elements"]
+        lines.append(f"| {label} ({elements:,}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", type=int, default=40, help="random graphs per op")
@@ -280,6 +303,8 @@ def main(argv=None) -> int:
         results[label] = measure_op(label, args.models, args.seed + i)
     if not args.no_lenet:
         results["LeNet-5 (demo, 10,000 MNIST test images)"] = measure_lenet()
+    print(pivot(results))
+    print()
     print(markdown(results))
     print(
         f"\n{args.models} random models per op, seed {args.seed}; {time.perf_counter() - t0:.0f} s",
