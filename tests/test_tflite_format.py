@@ -391,3 +391,27 @@ def test_relu_n1_to_1_round_trip():
     back = from_bytes(to_bytes(g))
     assert back.ops[-1].attrs["activation"] == "clip"
     assert tuple(back.ops[-1].attrs["clip"]) == (-1.0, 1.0)
+
+
+def test_float16_weights_behind_dequantize_become_float32_constants():
+    """A float model whose weights are stored float16 and DEQUANTIZEd (TFLite's float16
+    quantization) imports as a float32 model."""
+    from edgeconv.formats.tflite_export import _Operator, _Tensor
+
+    f = edgeconv.load(shared_file(CASES / "tflm_hello_world_float.tflite"))
+    m = build_model(f.graph)
+    first_fc = m.operators[0]
+    wi = first_fc.inputs[1]
+    w32 = m.tensors[wi]
+    half = f.graph.tensors[w32.name].data.astype(np.float16)
+    m.buffers.append(half.tobytes())
+    m.tensors.append(_Tensor(f"{w32.name}_fp16", w32.shape, "float16", len(m.buffers) - 1))
+    w32.buffer = 0  # now computed by the DEQUANTIZE
+    m.operators.insert(
+        0, _Operator("DEQUANTIZE", [len(m.tensors) - 1], [wi], ("DequantizeOptions", []))
+    )
+    g = from_bytes(tflite_export._serialise(m, f.graph, "int8", None))
+    assert not g.is_quantized and [op.kind for op in g.ops] == ["fc", "fc", "fc"]
+    np.testing.assert_array_equal(g.tensors[w32.name].data, half.astype(np.float32))
+    x = np.linspace(0, 6, 50, dtype=np.float32).reshape(-1, 1)
+    np.testing.assert_allclose(Model(g).run(x), f.run(x), atol=2e-2)
