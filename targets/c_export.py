@@ -433,7 +433,11 @@ def report_lines(rep: dict) -> list[str]:
 def inspect_c(graph: Graph, profile: TargetProfile, *, compare_tflm: bool = True) -> dict:
     """`inspect --target <mcu>`: the memory report without writing or compiling anything;
     "error" holds the budget message when the model does not fit."""
-    plan = plan_c(graph, "double")
+    try:
+        plan = plan_c(graph, "double")
+    except EdgeconvError as e:  # the rest of `inspect` is still useful
+        msg = f"C export for {profile.name}: not possible: {e}"
+        return {"unsupported": str(e), "error": None, "text": msg}
     rep = memory_report(plan, profile)
     if compare_tflm:
         from .tflm_arena import tflm_arena

@@ -302,11 +302,15 @@ def test_budget_errors_state_the_numbers(tmp_path):
     assert rep["fits"] and rep["const_bytes"] > 360_000
 
 
-def test_unsupported_op_is_a_clear_error():
+def test_unsupported_op_is_a_clear_error(tmp_path, capsys):
     b = GraphBuilder((1, 10))
     g = b.quantized(b.op("softmax", [b.fc("x", 5)], (1, 5), beta=1.0, log=True))
     with pytest.raises(EdgeconvError, match="log-softmax has no C kernel"):
         plan_c(g)
+    # inspect still prints the model and says why there is no C export
+    edgeconv.save(g, tmp_path / "ls.edgeconv")
+    assert main(["inspect", str(tmp_path / "ls.edgeconv"), "--target", "cortex-m4"]) == 0
+    assert "C export for cortex-m4: not possible: " in capsys.readouterr().out
 
 
 def test_toolchain_missing_names_the_debian_packages(monkeypatch, lenet):
