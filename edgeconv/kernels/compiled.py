@@ -53,6 +53,33 @@ _SLACK = 64  # bytes after every buffer: a group may read up to GS-1 bytes past 
 _SUPPORTED = ("conv", "fc", "pool", "act", "reshape", "transpose", "pad")
 _INT_MODES = {"double": 0, "single": 1, "double-up": 2}  # codes of _rq_int
 
+
+@dataclass(frozen=True)
+class Options:
+    """Switches that turn single optimisations off, to measure each (benchmarks/ablation.py);
+    the defaults are what edgeconv runs. ``EDGECONV_ENGINE_OPTIONS`` may name any of
+    ``nofuse``, ``split``, ``unspecialised``, ``fresh`` (comma-separated)."""
+
+    fuse: bool = True  # clamps and non-overlapping max pools fused into the layer before
+    whole: bool = True  # a whole chain in one compiled call (else one call per op)
+    specialise: bool = True  # shapes/offsets/constants as literals (else read at run time)
+    prealloc: bool = True  # buffers allocated and their borders filled once (else per call)
+
+    @classmethod
+    def from_env(cls) -> Options:
+        names = {n.strip() for n in os.environ.get("EDGECONV_ENGINE_OPTIONS", "").split(",")}
+        known = {"nofuse", "split", "unspecialised", "fresh", ""}
+        if names - known:
+            from ..errors import EdgeconvError
+
+            raise EdgeconvError(f"EDGECONV_ENGINE_OPTIONS: unknown {sorted(names - known)}")
+        return cls(
+            fuse="nofuse" not in names,
+            whole="split" not in names,
+            specialise="unspecialised" not in names,
+            prealloc="fresh" not in names,
+        )
+
 # ----------------------------------------------------------------------------------------
 # Requantization helpers called from the generated code
 # ----------------------------------------------------------------------------------------
@@ -187,6 +214,8 @@ class SegmentPlan:
     acc_size: int
     pix_size: int
     source: str = ""
+    consts: np.ndarray | None = None  # unspecialised code reads its constants from here
+    options: Options = field(default_factory=Options)
 
 
 class _Blobs:
@@ -244,8 +273,10 @@ def _monotone(bias, w_abs_sum, mult, shift) -> bool:
 
 
 class _Planner:
-    def __init__(self, graph, rounding: str, isa: str):
+    def __init__(self, graph, rounding: str, isa: str, options: Options = Options()):
         from ..runtime import _Planner as RuntimePlanner
+
+        self.options = options
 
         self.g = graph
         self.rt = RuntimePlanner(graph, rounding)
@@ -299,7 +330,8 @@ class _Planner:
             k = op.kind
             if k == "act":
                 lohi = self.act_clamp(op)
-                if prev is not None and prev.kind in ("conv", "dwconv", "fc", "maxpool", "copy"):
+                fusable = ("conv", "dwconv", "fc", "maxpool", "copy")
+                if self.options.fuse and prev is not None and prev.kind in fusable:
                     prev.clamp = compose_clamp(prev.clamp, lohi)
                     prev.dst = op.outputs[0]
                     continue
@@ -320,7 +352,8 @@ class _Planner:
             elif k == "pool":
                 lohi = self.rt.act_range(op)
                 mode = op.attrs["mode"]
-                if mode == "max" and prev is not None and prev.kind == "conv" and prev.pool is None:
+                after_conv = prev is not None and prev.kind == "conv" and prev.pool is None
+                if self.options.fuse and mode == "max" and after_conv:
                     if self._fusable_pool(op):
                         prev.pool = op
                         prev.clamp = compose_clamp(prev.clamp, lohi)
@@ -758,7 +791,28 @@ def _codegen_version() -> str:
     return h.hexdigest()[:16]
 
 
+def _despecialise(lines: list[str]) -> tuple[list[str], np.ndarray]:
+    """Every integer literal of the layer code read from an array at run time instead:
+    the same loops without the compile-time shapes (for measuring what they bring)."""
+    import re
+
+    consts: list[int] = []
+
+    def load(m):
+        consts.append(int(m.group(0)))
+        return f"kk[{len(consts) - 1}]"
+
+    pattern = re.compile(r"(?<![\w.\[])\d+(?![\w.])")
+    out = [ln if ln.lstrip().startswith("#") else pattern.sub(load, ln) for ln in lines]
+    return out, np.array(consts or [0], np.int64)
+
+
 def _generate(plan: SegmentPlan, code: _Code, x_size: int, out_size: int) -> str:
+    kk = ""
+    body = code.lines
+    if not plan.options.specialise:
+        body, plan.consts = _despecialise(body)
+        kk = ", kk"
     lines = [_HEADER.format(codegen=_codegen_version(), summary=f"isa {plan.isa}")]
     for mr, pool, mode, nstore in sorted(code.tiles):
         lines.append(f"_t{mr}_{pool}_{mode}_{nstore} = _tile({plan.isa!r}, {mr}, {pool}, {mode}, "
@@ -766,13 +820,13 @@ def _generate(plan: SegmentPlan, code: _Code, x_size: int, out_size: int) -> str
     lines.append("")
     lines.append("")
     lines.append("@njit(cache=True)")
-    lines.append("def image(x, xo, out, oo, buf, w8, p32, tab, acc, pix):")
-    lines.extend(code.lines)
+    lines.append(f"def image(x, xo, out, oo, buf, w8, p32, tab, acc, pix{kk}):")
+    lines.extend(body)
     lines.append("")
     lines.append("")
     for par in (False, True):
         lines.append("@njit(cache=True, parallel=True)" if par else "@njit(cache=True)")
-        lines.append(f"def {'run_par' if par else 'run'}(x, out, buf, w8, p32, tab):")
+        lines.append(f"def {'run_par' if par else 'run'}(x, out, buf, w8, p32, tab{kk}):")
         lines.append("    xf = x.reshape(-1)")
         lines.append("    of = out.reshape(-1)")
         lines.append("    n = x.shape[0]")
@@ -792,7 +846,7 @@ def _generate(plan: SegmentPlan, code: _Code, x_size: int, out_size: int) -> str
         lines.append(f"{ind}pix = np.empty({plan.pix_size}, np.int64)")
         lines.append(f"{ind}for i in range(lo, hi):")
         lines.append(f"{ind}    image(xf, i * {x_size}, of, i * {out_size}, bt, w8, p32, tab, "
-                     "acc, pix)")
+                     f"acc, pix{kk})")
         lines.append("")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
@@ -891,6 +945,8 @@ class CompiledSegment:
         self._scratch = self._new_scratch(1)
         self._in_shape = plan.in_shape
         self._out_shape = plan.out_shape
+        self._in_size = int(np.prod(plan.in_shape))
+        self._extra = () if plan.consts is None else (plan.consts,)
 
     def _new_scratch(self, threads: int) -> np.ndarray:
         plan = self.plan
@@ -907,18 +963,27 @@ class CompiledSegment:
 
     def run(self, x: np.ndarray, threads: int = 1) -> np.ndarray:
         """x: int8 [N, *input shape] (C-contiguous or not); returns int8 [N, *output shape]."""
+        n = x.shape[0] if x.ndim else 0
+        if x.dtype != np.int8 or x.ndim == 0 or x.size != n * self._in_size:
+            from ..errors import EdgeconvError
+
+            raise EdgeconvError(
+                f"compiled segment {self.src!r}: expected int8 [N, {self._in_shape}], "
+                f"got {x.dtype} {list(x.shape)}"
+            )
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        n = x.shape[0]
         out = np.empty((n, *self._out_shape), np.int8)
         p = self.plan
         if threads > 1 and n > 1:
             t = min(threads, n)
-            if self._scratch.shape[0] < t:
+            if self._scratch.shape[0] < t or not p.options.prealloc:
                 self._scratch = self._new_scratch(t)
-            self.module.run_par(x, out, self._scratch[:t], p.w8, p.p32, p.tab)
+            self.module.run_par(x, out, self._scratch[:t], p.w8, p.p32, p.tab, *self._extra)
         else:
-            self.module.run(x, out, self._scratch, p.w8, p.p32, p.tab)
+            if not p.options.prealloc:
+                self._scratch = self._new_scratch(1)
+            self.module.run(x, out, self._scratch, p.w8, p.p32, p.tab, *self._extra)
         return out
 
 
@@ -945,8 +1010,8 @@ def _chains(graph) -> list[list]:
     return runs
 
 
-def plan_segment(graph, ops, rounding: str, isa: str) -> SegmentPlan:
-    planner = _Planner(graph, rounding, isa)
+def plan_segment(graph, ops, rounding: str, isa: str, options: Options = Options()) -> SegmentPlan:
+    planner = _Planner(graph, rounding, isa, options)
     src, dst = ops[0].inputs[0], ops[-1].outputs[0]
     for name in (src, dst):
         t = graph.tensor(name)
@@ -966,22 +1031,29 @@ def plan_segment(graph, ops, rounding: str, isa: str) -> SegmentPlan:
         isa, src, dst, in_shape, out_shape, stages, bufs, size, w8, p32, tab,
         planner.acc_size, planner.pix_size,
     )
+    plan.options = options
     plan.source = _generate(plan, code, int(np.prod(in_shape)), int(np.prod(out_shape)))
     return plan
 
 
-def build_segments(graph, rounding: str = "double", isa: str | None = None) -> list:
+def build_segments(
+    graph, rounding: str = "double", isa: str | None = None, options: Options | None = None
+) -> list:
     """graph.ops as a list of CompiledSegment (for the chains the engine takes) and op
     indices (for the rest, to run on the per-op kernels)."""
     isa = isa or host_isa()
+    options = options or Options.from_env()
     index = {id(op): i for i, op in enumerate(graph.ops)}
     items: list = []
-    for run in _chains(graph):
+    runs = _chains(graph)
+    if not options.whole:
+        runs = [[op] for run in runs for op in run]
+    for run in runs:
         if run[0].kind not in _SUPPORTED:
             items.extend(index[id(op)] for op in run)
             continue
         try:
-            plan = plan_segment(graph, run, rounding, isa)
+            plan = plan_segment(graph, run, rounding, isa, options)
         except _Unsupported:
             items.extend(index[id(op)] for op in run)
             continue
