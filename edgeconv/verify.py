@@ -310,7 +310,10 @@ def verify_against(
         "rounding": model.rounding,
         "matching_rounding": MATCHING_ROUNDING.get(
             (used.split()[0], resolver if oracle == "tflite-runtime" else "default")
-        ),
+        )
+        if model.quantized
+        else None,
+        "exact": model.quantized,
         "inputs": source,
         "samples": int(len(raw)),
         "outputs": rows,
@@ -363,7 +366,10 @@ def _text(r: dict) -> str:
                 else "none inside the graph"
             )
         )
-    verdict = "MATCH: byte-identical" if r["mismatches"] == 0 else "MISMATCH"
+    if r["mismatches"] == 0:
+        verdict = "MATCH: byte-identical" if r["exact"] else "MATCH (float model: within 1e-5)"
+    else:
+        verdict = "MISMATCH"
     if r["mismatches"] and r["matching_rounding"] and r["matching_rounding"] != r["rounding"]:
         verdict += f" (this oracle's kernels are matched by --rounding {r['matching_rounding']})"
     lines.append(verdict)
