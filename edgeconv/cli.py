@@ -272,6 +272,57 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """One verb, three kinds of output: a .tflite file, C sources for an MCU, a Pi bundle."""
+    model = _load(args, args.model)
+    if bool(args.format) == bool(args.target):
+        raise EdgeconvError("export needs exactly one of --format tflite or --target NAME")
+    if not model.quantized:
+        raise EdgeconvError(f"{args.model} is a float model; run `edgeconv quantize` first")
+    if args.format == "tflite":
+        from .formats.tflite_export import export_tflite
+
+        report = export_tflite(model.graph, args.output, io=args.io)
+    else:
+        from .targets import get_profile
+
+        profile = get_profile(args.target)
+        if profile.kind == "mcu":
+            from .targets.c_export import export_c
+
+            report = export_c(model.graph, args.output, profile, rounding=args.rounding)
+        else:
+            from .targets.rpi.bundle import export_bundle
+
+            report = export_bundle(model, args.output, profile)
+    _emit(args, report, report.pop("text", f"wrote {args.output}"))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Our kernels against an independent executor of the same model, byte for byte."""
+    if bool(args.against) == bool(args.target):
+        raise EdgeconvError("verify needs exactly one of --against ORACLE or --target NAME")
+    model = _load(args, args.model)
+    x = None
+    if args.data:
+        from .data import load_dataset
+
+        x, _ = load_dataset(args.data, getattr(args, "labels", None))
+        if args.limit:
+            x = x[: args.limit]
+    if args.against:
+        from .verify import verify_against
+
+        report = verify_against(model, args.against, x, layers=args.layers)
+    else:
+        from .targets.c_verify import verify_c
+
+        report = verify_c(model, args.target, x, emulate=args.emulate)
+    _emit(args, report, report.pop("text", ""))
+    return 1 if report.get("mismatches", 0) else 0
+
+
 def cmd_info(args) -> int:
     """Version, backend and why, Numba cache location and state, CPU features. Imports
     neither Numba nor NumPy (the backend verdict comes from the cached probe)."""
@@ -461,6 +512,28 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--target", help="also check the weights against a target's flash budget")
     common(i, rounding=False)
     i.set_defaults(func=cmd_inspect)
+
+    x = sub.add_parser("export", help="write a .tflite, MCU C sources, or a Raspberry Pi bundle")
+    x.add_argument("model")
+    x.add_argument("-o", "--output", required=True, help="output file (.tflite) or folder")
+    x.add_argument("--format", choices=("tflite",), help="file format to write")
+    x.add_argument("--target", help="target profile (cortex-m4, generic-c, rpi4, ...)")
+    x.add_argument("--io", choices=("int8", "uint8", "float"), default="int8",
+                   help="tflite: type of the model's input/output tensors")
+    common(x)
+    x.set_defaults(func=cmd_export)
+
+    v = sub.add_parser("verify", help="compare our kernels with another runtime, byte for byte")
+    v.add_argument("model")
+    v.add_argument("--against", choices=("tflite-runtime", "tflite-micro"))
+    v.add_argument("--target", help="host-c, or an MCU target such as cortex-m4")
+    v.add_argument("--emulate", action="store_true", help="run the MCU build under QEMU")
+    v.add_argument("--data", help="inputs (.npz/.npy/IDX); default: the model's sample inputs")
+    v.add_argument("--labels", help=argparse.SUPPRESS)
+    v.add_argument("--limit", type=int, help="use the first N inputs")
+    v.add_argument("--layers", action="store_true", help="find the first layer that differs")
+    common(v)
+    v.set_defaults(func=cmd_verify)
 
     f = sub.add_parser("info", help="version, backend, Numba cache, CPU features")
     common(f, rounding=False)
