@@ -426,3 +426,11 @@ def test_shared_case_arena_is_at_most_half_of_tflm(case, int8_case):
     t = _tflm(model.graph, case.name)
     plan = plan_c(model.graph)
     assert plan.arena_bytes + plan.input_bytes + plan.output_bytes <= 0.5 * t["min_arena_size"]
+
+
+@pytest.mark.parametrize("mode", ["double-up", "fp32", "fp64", "tflite-opt", "xnnpack"])
+def test_interpreter_only_rounding_modes_are_refused(lenet, mode):
+    """The C runtime has double and single rounding only; emitting one of those for another
+    requested mode would silently break the byte-exactness promise."""
+    with pytest.raises(EdgeconvError, match="cannot be exported to C"):
+        plan_c(lenet.graph, mode)
