@@ -479,12 +479,12 @@ def plan_c(graph: Graph, rounding: str = "double", *, fuse: bool = True) -> CPla
     for anything the C runtime cannot run."""
     from edgeconv.kernels.requant import rounding_code
 
-    rounding_code(rounding)
     if rounding not in C_ROUNDING_MODES:
         raise EdgeconvError(
             f"the C runtime implements rounding modes {', '.join(C_ROUNDING_MODES)}; "
             f"--rounding {rounding} (a TFLite/XNNPACK interpreter mode) cannot be exported to C"
         )
+    rounding_code(rounding)
     graph.validate()
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise EdgeconvError(
