@@ -443,10 +443,21 @@ def test_public_models_compiled_match_reference(name, mnist_1k):
 
 
 def _image_function(graph, isa):
+    """The generated per-image function, compiled here (``run`` may have come from the
+    cache, which holds no separate copy of it) for the argument types ``run`` passes."""
+    from numba import njit
+
     m = compiled_model(graph, isa)
     (seg,) = segments(m)
-    seg.warmup()
-    fn = seg.module.image
+    plan = seg.plan
+    args = (
+        np.zeros(int(np.prod(plan.in_shape)), np.int8), 0,
+        np.zeros(int(np.prod(plan.out_shape)), np.int8), 0,
+        seg._scratch[0], plan.w8, plan.p32, plan.tab,
+        np.empty(plan.acc_size, np.int32), np.empty(plan.pix_size, np.int64),
+    )
+    fn = njit(seg.module.image.py_func)
+    fn(*args)
     return fn, fn.signatures[0]
 
 

@@ -913,20 +913,38 @@ def load_source(source: str):
     with _lock:
         if name in _modules:
             return _modules[name]
-        path = cache_dir() / "kernels" / f"{name}.py"
-        if not (path.exists() and path.read_text() == source):
-            path = _writable_dir() / f"{name}.py"
-            if not (path.exists() and path.read_text() == source):
-                tmp = path.with_suffix(f".tmp{os.getpid()}")
-                tmp.write_text(source)
-                os.replace(tmp, path)
-                _prune(path.parent, keep=path)
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
+        for attempt in range(3):  # another process may prune the file between our steps
+            try:
+                module = _import_file(name, source)
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
         _modules[name] = module
         return module
+
+
+def _same_file(path: Path, source: str) -> bool:
+    try:
+        return path.read_text() == source
+    except OSError:
+        return False
+
+
+def _import_file(name: str, source: str):
+    path = cache_dir() / "kernels" / f"{name}.py"
+    if not _same_file(path, source):
+        path = _writable_dir() / f"{name}.py"
+        if not _same_file(path, source):
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(source)
+            os.replace(tmp, path)
+            _prune(path.parent, keep=path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 # ----------------------------------------------------------------------------------------
