@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
+from ..errors import EdgeconvError
 from .microkernel import GROUP_BYTES, LANES, POOL_MAX_ACC, POOL_MAX_OUT, host_isa
 from .requant import SHIFT_MAX, SHIFT_MIN
 
@@ -70,8 +71,6 @@ class Options:
         names = {n.strip() for n in os.environ.get("EDGECONV_ENGINE_OPTIONS", "").split(",")}
         known = {"nofuse", "split", "unspecialised", "fresh", ""}
         if names - known:
-            from ..errors import EdgeconvError
-
             raise EdgeconvError(f"EDGECONV_ENGINE_OPTIONS: unknown {sorted(names - known)}")
         return cls(
             fuse="nofuse" not in names,
@@ -983,8 +982,6 @@ class CompiledSegment:
         """x: int8 [N, *input shape] (C-contiguous or not); returns int8 [N, *output shape]."""
         n = x.shape[0] if x.ndim else 0
         if x.dtype != np.int8 or x.ndim == 0 or x.size != n * self._in_size:
-            from ..errors import EdgeconvError
-
             raise EdgeconvError(
                 f"compiled segment {self.src!r}: expected int8 [N, {self._in_shape}], "
                 f"got {x.dtype} {list(x.shape)}"
@@ -1072,10 +1069,23 @@ def build_segments(
             continue
         try:
             plan = plan_segment(graph, run, rounding, isa, options)
+            seg = CompiledSegment(plan)
         except _Unsupported:
             items.extend(index[id(op)] for op in run)
             continue
-        items.append(CompiledSegment(plan))
+        except Exception as e:  # noqa: BLE001 - never worse than the per-op kernels
+            import warnings
+
+            warnings.warn(
+                f"edgeconv: could not build the compiled engine for {run[0].name!r}..."
+                f"{run[-1].name!r} ({type(e).__name__}: {str(e)[:200]}); running op by op",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            items.extend(index[id(op)] for op in run)
+            continue
+        seg.op_indices = [index[id(op)] for op in run]
+        items.append(seg)
     return items
 
 
@@ -1084,19 +1094,42 @@ def compiled_steps(model, steps: list) -> list:
     out = []
     for item in build_segments(model.graph, model.rounding):
         if isinstance(item, CompiledSegment):
-            out.append(_segment_step(model, item))
+            out.append(_segment_step(model, item, [steps[i] for i in item.op_indices]))
         else:
             out.append(steps[item])
     return out
 
 
-def _segment_step(model, seg: CompiledSegment):
+def _segment_step(model, seg: CompiledSegment, per_op: list):
+    """One step for a compiled chain. Should Numba/LLVM fail to build the generated module
+    (an old Numba on some board), the chain runs on the per-op kernels from then on, with a
+    warning: slower, never wrong."""
     src, dst = seg.src, seg.dst
 
     def step(env):
-        env[dst] = seg.run(env[src], model.threads)
+        if step.fell_back:
+            for s in per_op:
+                s(env)
+            return
+        try:
+            env[dst] = seg.run(env[src], model.threads)
+        except EdgeconvError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any compile failure: take the per-op path
+            import warnings
+
+            warnings.warn(
+                f"edgeconv: the compiled engine failed for {seg.src!r} -> {seg.dst!r} "
+                f"({type(e).__name__}: {str(e)[:200]}); running it op by op instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            step.fell_back = True
+            for s in per_op:
+                s(env)
 
     step.segment = seg
+    step.fell_back = False
     return step
 
 
