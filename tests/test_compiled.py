@@ -72,10 +72,10 @@ def segments(model: Model) -> list:
 # ----------------------------------------------------------------------------------------
 
 
-def _harness(isa, mr, pool, mode, nstore):
+def _harness(isa, mr, pool, mode, nstore, pair=False, offsets=None):
     from numba import njit
 
-    tile = microkernel.tile(isa, mr, pool, mode, nstore)
+    tile = microkernel.tile(isa, mr, pool, mode, nstore, pair, offsets)
 
     @njit
     def run(dst, x, pix, w, p32, tab, ng, zp, lo, hi, b8):
@@ -121,23 +121,33 @@ def test_microkernel_requant_matches_reference(isa, rounding, seed):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=60)
 @given(
     seed=st.integers(0, 2**32 - 1),
     mr=st.integers(1, 9),
     pool=st.sampled_from([0, 1, 2]),
-    nstore=st.sampled_from([1, 5, 16]),
+    nstore=st.sampled_from([1, 5, 8, 16]),
     ng=st.integers(1, 40),
+    pair=st.booleans(),
+    static=st.booleans(),
 )
-def test_microkernel_tile_matches_numpy(isa, seed, mr, pool, nstore, ng):
+def test_microkernel_tile_matches_numpy(isa, seed, mr, pool, nstore, ng, pair, static):
+    """Every tile flavour: mr pixels (or pixel pairs sharing a vector), three pool modes,
+    partial stores, loop or straight-line reduction, accumulators that wrap."""
+    if pair:
+        mr, nstore = mr + mr % 2, min(nstore, 8)
     rng = np.random.default_rng(seed)
     gs = microkernel.GROUP_BYTES[isa]
     k = ng * gs
     x8 = rng.integers(-128, 128, (mr, k)).astype(np.int8)
     w = rng.integers(-128, 128, (16, k)).astype(np.int8)
     bias = rng.integers(INT32_MIN, INT32_MAX, 16, endpoint=True)
-    bias[: 8] >>= 12  # half the lanes wrap around, half do not
+    bias[:4] >>= 12  # some lanes wrap around, some do not
+    bias[8:12] >>= 12
     mult, shift = quantize_multipliers(np.exp(rng.uniform(-12, 2, 16)))
+    if pair:  # the planner's pair layout: channels 0-7 twice
+        for v in (w, bias, mult, shift):
+            v[8:] = v[:8]
     offset = 128 if isa == "vnni512" else 0
     xs = (x8.astype(np.int16) + offset).astype(np.uint8 if offset else np.int8)
     perm = rng.permutation(mr)  # pixels anywhere in the buffer, in any order
@@ -146,10 +156,13 @@ def test_microkernel_tile_matches_numpy(isa, seed, mr, pool, nstore, ng):
         buf[perm[m] * k : (perm[m] + 1) * k] = xs[m]
     pix = (perm * k).astype(np.int64)
     tab = (np.arange(ng) * gs).astype(np.int32)
+    offsets = tuple(int(v) for v in tab) if static else None
     wp = np.ascontiguousarray(w.reshape(16, ng, gs).transpose(1, 0, 2)).reshape(-1)
     p32 = np.concatenate([bias.astype(np.int32), mult, shift, np.zeros(16, np.int32)])
     dst = np.zeros(16 * mr, np.int8)
-    _harness(isa, mr, pool, 0, nstore)(dst, buf, pix, wp, p32, tab, ng, 3, -128, 127, 0)
+    run = _harness(isa, mr, pool, 0, nstore, pair, offsets)
+    run(dst, buf, pix, wp, p32, tab if not static else np.zeros(1, np.int32), ng, 3, -128,
+        127, 0)
     acc = xs.astype(np.int64) @ w.astype(np.int64).T + bias  # [mr, 16]
     acc = ((acc + 2**31) % 2**32) - 2**31
     if pool == 1:
@@ -158,9 +171,9 @@ def test_microkernel_tile_matches_numpy(isa, seed, mr, pool, nstore, ng):
         want = np.stack([_ref_requant(a, mult, shift, "double", 3, -128, 127) for a in acc])
         if pool == 2:
             want = want.max(0, keepdims=True)
-    got = dst.reshape(-1, 16)[: len(want), :nstore]
-    np.testing.assert_array_equal(got, want[:, :nstore])
-    assert not dst.reshape(-1, 16)[len(want) :].any() and not got[:, nstore:].any()
+    rows = dst.reshape(-1, 16)
+    np.testing.assert_array_equal(rows[: len(want), :nstore], want[:, :nstore])
+    assert not rows[len(want) :].any() and not rows[:, nstore:].any()  # nothing else written
 
 
 def test_compose_clamp_is_sequential_clamping():

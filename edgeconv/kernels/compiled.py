@@ -50,6 +50,7 @@ __all__ = ["build_segments", "cache_dir", "compiled_steps", "CompiledSegment", "
 
 _MR = 4  # output pixels per microkernel tile along a row (unfused convolutions)
 _MAX_FUSED_WINDOW = 16  # pool windows up to this many pixels are fused into the conv
+_MAX_STATIC_GROUPS = 256  # reductions up to this many groups become straight-line code
 _SLACK = 64  # bytes after every buffer: a group may read up to GS-1 bytes past a run
 _SUPPORTED = ("conv", "fc", "pool", "act", "reshape", "transpose", "pad")
 _INT_MODES = {"double": 0, "single": 1, "double-up": 2}  # codes of _rq_int
@@ -59,17 +60,19 @@ _INT_MODES = {"double": 0, "single": 1, "double-up": 2}  # codes of _rq_int
 class Options:
     """Switches that turn single optimisations off, to measure each (benchmarks/ablation.py);
     the defaults are what edgeconv runs. ``EDGECONV_ENGINE_OPTIONS`` may name any of
-    ``nofuse``, ``split``, ``unspecialised``, ``fresh`` (comma-separated)."""
+    ``nofuse``, ``split``, ``unspecialised``, ``fresh``, ``nopair``, ``nostatic``."""
 
     fuse: bool = True  # clamps and non-overlapping max pools fused into the layer before
     whole: bool = True  # a whole chain in one compiled call (else one call per op)
     specialise: bool = True  # shapes/offsets/constants as literals (else read at run time)
     prealloc: bool = True  # buffers allocated and their borders filled once (else per call)
+    pair: bool = True  # layers with <= 8 output channels: two pixels per 16-lane vector
+    static: bool = True  # group offsets as constants: the reduction is straight-line code
 
     @classmethod
     def from_env(cls) -> Options:
         names = {n.strip() for n in os.environ.get("EDGECONV_ENGINE_OPTIONS", "").split(",")}
-        known = {"nofuse", "split", "unspecialised", "fresh", ""}
+        known = {"nofuse", "split", "unspecialised", "fresh", "nopair", "nostatic", ""}
         if names - known:
             raise EdgeconvError(f"EDGECONV_ENGINE_OPTIONS: unknown {sorted(names - known)}")
         return cls(
@@ -77,6 +80,8 @@ class Options:
             whole="split" not in names,
             specialise="unspecialised" not in names,
             prealloc="fresh" not in names,
+            pair="nopair" not in names,
+            static="nostatic" not in names,
         )
 
 # ----------------------------------------------------------------------------------------
@@ -248,9 +253,12 @@ class _Blobs:
         )
 
 
-def _lanes(v: np.ndarray, n: int) -> np.ndarray:
+def _lanes(v: np.ndarray, n: int, pair: bool = False) -> np.ndarray:
+    """Per-channel int32 values padded to whole 16-lane blocks (pair: channels 0-7 twice)."""
     out = np.zeros(-(-n // LANES) * LANES, np.int32)
     out[: v.size] = v
+    if pair:
+        out[LANES // 2 :] = out[: LANES // 2]
     return out
 
 
@@ -468,7 +476,7 @@ class _Code:
         self.pl = planner
         self.bufs = bufs
         self.lines: list[str] = []
-        self.tiles: set[tuple[int, int, int, int]] = set()
+        self.tiles: dict[tuple, str] = {}  # tile parameters -> name in the generated module
 
     def emit(self, depth: int, line: str):
         self.lines.append("    " * depth + line)
@@ -485,14 +493,19 @@ class _Code:
     def store(self, d: int, buf: Buf, idx: str, value: str):
         self.emit(d, f"{buf.array}[{idx}] = {value} + {self.b8(buf)}")
 
-    def tile(self, mr: int, pool: int, mode: int, nstore: int) -> str:
-        self.tiles.add((mr, pool, mode, nstore))
-        return f"_t{mr}_{pool}_{mode}_{nstore}"
+    def tile(self, mr: int, pool: int, mode: int, nstore: int, pair: bool = False,
+             offsets: tuple[int, ...] | None = None) -> str:
+        key = (mr, pool, mode, nstore, pair, offsets)
+        if key not in self.tiles:
+            self.tiles[key] = f"_t{len(self.tiles)}"
+        return self.tiles[key]
 
     def tile_calls(self, d: int, st: Stage, consts, dst: Buf, mr: int, pool: int, cout: int,
                    d_expr: str, d_step: int, src_pix: str = "pix"):
         """Emit the block loop over 16-channel blocks: full blocks, then the remainder."""
         w_off, wblk, t_off, groups, b_off, m_off, s_off = consts
+        pair = st.p.get("pair", False) and mr % 2 == 0  # weights packed for pairs
+        offsets = st.p.get("offsets")  # constants for straight-line reductions, or None
         p = st.p["params"]
         mode = _INT_MODES[p["rounding"]]
         lo, hi = st.clamp
@@ -510,7 +523,7 @@ class _Code:
             if loop:
                 self.emit(d, f"for nb in {loop}:")
                 ind = d + 1
-            name = self.tile(mr, pool, mode, nstore)
+            name = self.tile(mr, pool, mode, nstore, pair, offsets)
             self.emit(ind, f"{name}({dst.array}, {d_expr.replace('CB', f'{nb} * 16')}, {d_step}, "
                            f"buf, {src_pix}, 0, w8, {w_off} + {nb} * {wblk}, p32, "
                            f"{b_off} + {nb} * 16, {m_off} + {nb} * 16, {s_off} + {nb} * 16, "
@@ -562,7 +575,8 @@ class _Code:
         d = dst.index(f"yy + {dy}", f"xx + {dx}", "cc")
         self.store(4, dst, d, f"min(max({v}, {lo}), {hi})")
 
-    def _pack_runs(self, w_runs: np.ndarray, run_offsets: list[int], cout: int):
+    def _pack_runs(self, w_runs: np.ndarray, run_offsets: list[int], cout: int,
+                   pair: bool = False):
         """w_runs [cout, nruns, L] -> (w8 offset, block stride, tab offset, groups)."""
         gs = self.pl.gs
         _, nruns, length = w_runs.shape
@@ -570,21 +584,27 @@ class _Code:
         nb = -(-cout // LANES)
         packed = np.zeros((nb * LANES, nruns, groups * gs), np.int8)
         packed[:cout, :, :length] = w_runs
+        if pair:  # channels 0-7 again in lanes 8-15: the second pixel of each vector
+            packed[LANES // 2 :] = packed[: LANES // 2]
         # [nb, lanes, runs, groups, gs] -> [nb, runs, groups, lanes, gs]
         packed = packed.reshape(nb, LANES, nruns, groups, gs).transpose(0, 2, 3, 1, 4)
         w_off = self.pl.blobs.add("w8", packed, align=64)
         tab = np.array([r + g * gs for r in run_offsets for g in range(groups)], np.int32)
         t_off = self.pl.blobs.add("tab", tab)
+        self._last_offsets = None
+        if self.pl.options.static and tab.size <= _MAX_STATIC_GROUPS:
+            self._last_offsets = tuple(int(v) for v in tab)
         return w_off, nruns * groups * LANES * gs, t_off, nruns * groups, int(tab.max()) + gs
 
     def _requant_consts(self, st: Stage, sums: np.ndarray, cout: int):
         p, b = st.p["params"], st.p["b"]
+        pair = st.p.get("pair", False)
         bias = _folded_bias(b, sums, p["in_zp"], self.pl.offset)
         add = self.pl.blobs.add
         return (
-            add("p32", _lanes(bias, cout)),
-            add("p32", _lanes(np.asarray(p["mult"], np.int32), cout)),
-            add("p32", _lanes(np.asarray(p["shift"], np.int32), cout)),
+            add("p32", _lanes(bias, cout, pair)),
+            add("p32", _lanes(np.asarray(p["mult"], np.int32), cout, pair)),
+            add("p32", _lanes(np.asarray(p["shift"], np.int32), cout, pair)),
         )
 
     def _rq_args(self, st: Stage, m_off: int, s_off: int, dst: Buf) -> str:  # depthwise
@@ -610,7 +630,9 @@ class _Code:
         else:
             runs = w.reshape(cout, kh * kw, cin)
             offs = [ky * dh * row + kx * dw * cin for ky in range(kh) for kx in range(kw)]
-        w_off, wblk, t_off, groups, reach = self._pack_runs(runs, offs, cout)
+        st.p["pair"] = self.pl.options.pair and cout <= LANES // 2
+        w_off, wblk, t_off, groups, reach = self._pack_runs(runs, offs, cout, st.p["pair"])
+        st.p["offsets"] = self._last_offsets
         sums = w.reshape(cout, -1).astype(np.int64).sum(1)
         b_off, m_off, s_off = self._requant_consts(st, sums, cout)
         # every byte a tile reads must lie inside the source buffer (+ slack)
@@ -667,6 +689,7 @@ class _Code:
         cout, k = w.shape
         assert src.dense and src.size == k, "fc input must be a dense vector"
         w_off, wblk, t_off, groups, reach = self._pack_runs(w.reshape(cout, 1, k), [0], cout)
+        st.p["offsets"] = self._last_offsets
         assert reach <= src.size + _SLACK
         sums = w.astype(np.int64).sum(1)
         b_off, m_off, s_off = self._requant_consts(st, sums, cout)
@@ -813,9 +836,9 @@ def _generate(plan: SegmentPlan, code: _Code, x_size: int, out_size: int) -> str
         body, plan.consts = _despecialise(body)
         kk = ", kk"
     lines = [_HEADER.format(codegen=_codegen_version(), summary=f"isa {plan.isa}")]
-    for mr, pool, mode, nstore in sorted(code.tiles):
-        lines.append(f"_t{mr}_{pool}_{mode}_{nstore} = _tile({plan.isa!r}, {mr}, {pool}, {mode}, "
-                     f"{nstore})")
+    for (mr, pool, mode, nstore, pair, offsets), name in code.tiles.items():
+        lines.append(f"{name} = _tile({plan.isa!r}, {mr}, {pool}, {mode}, {nstore}, {pair}, "
+                     f"{offsets!r})")
     lines.append("")
     lines.append("")
     lines.append("@njit(cache=True)")

@@ -89,7 +89,8 @@ POOL_NONE, POOL_MAX_ACC, POOL_MAX_OUT = 0, 1, 2
 
 
 @functools.cache
-def tile(isa: str, mr: int, pool: int, mode: int, nstore: int):
+def tile(isa: str, mr: int, pool: int, mode: int, nstore: int, pair: bool = False,
+         offsets: tuple[int, ...] | None = None):
     """The intrinsic ``tile(dst, d_off, d_step, x, pix, pix_off, w, w_off, p32, b_off, m_off,
     s_off, tab, tab_off, ngroups, out_zp, lo, hi, b8)``.
 
@@ -100,11 +101,21 @@ def tile(isa: str, mr: int, pool: int, mode: int, nstore: int):
     ``pool`` = POOL_MAX_ACC stores one output, from the lane-wise maximum of the
     accumulators (exact only where requantization is non-decreasing: the planner checks);
     POOL_MAX_OUT stores the lane-wise maximum of the requantized values.
+
+    ``pair`` (layers with at most 8 output channels): two pixels share one 16-lane vector,
+    pixel 2j in lanes 0-7 and pixel 2j+1 in lanes 8-15, so half the multiply-adds do the
+    same work; weights, bias, multipliers and shifts then hold channels 0-7 twice.
+
+    ``offsets`` (the group offsets ``tab[tab_off:tab_off+ngroups]`` as constants): the
+    reduction becomes straight-line code with constant addresses; ``tab`` and ``ngroups``
+    are then not read.
     """
     if isa not in ISAS:
         raise ValueError(f"unknown isa {isa!r}")
     if not 1 <= mr <= 16 or not 1 <= nstore <= LANES or mode not in (0, 1, 2):
         raise ValueError(f"bad tile parameters mr={mr} mode={mode} nstore={nstore}")
+    if pair and (mr % 2 or nstore > LANES // 2):
+        raise ValueError(f"pair tiles need an even mr and nstore <= 8, got {mr}, {nstore}")
     if pool not in (POOL_NONE, POOL_MAX_ACC, POOL_MAX_OUT):
         raise ValueError(f"bad pool={pool}")
     act_dtype = types.uint8 if isa == "vnni512" else types.int8
@@ -123,15 +134,19 @@ def tile(isa: str, mr: int, pool: int, mode: int, nstore: int):
             return None
 
         def codegen(context, builder, signature, values):
-            return _emit_tile(context, builder, signature, values, isa, mr, pool, mode, nstore)
+            return _emit_tile(context, builder, signature, values, isa, mr, pool, mode, nstore,
+                              pair, offsets)
 
         return types.void(*args), codegen
 
-    _tile.__name__ = f"tile_{isa}_{mr}_p{pool}_m{mode}_n{nstore}"
+    _tile.__name__ = f"tile_{isa}_{mr}_p{pool}_m{mode}_n{nstore}{'_pair' if pair else ''}"
+    if offsets is not None:
+        _tile.__name__ += f"_static{len(offsets)}"
     return _tile
 
 
-def _emit_tile(context, builder, signature, values, isa, mr, pool, mode, nstore):
+def _emit_tile(context, builder, signature, values, isa, mr, pool, mode, nstore, pair=False,
+               offsets=None):
     at = signature.args
 
     def ptr(i, elem):
@@ -156,64 +171,97 @@ def _emit_tile(context, builder, signature, values, isa, mr, pool, mode, nstore)
     if isa == "vnni512":
         vpdpbusd = _get_fn(builder.module, "llvm.x86.avx512.vpdpbusd.512", _V16, [_V16] * 3)
 
-    entry = builder.basic_block
-    loop = builder.append_basic_block("mk.loop")
-    done = builder.append_basic_block("mk.done")
-    builder.cbranch(builder.icmp_signed(">", ngroups, _I64(0)), loop, done)
+    nacc = mr // 2 if pair else mr  # accumulator vectors
 
-    builder.position_at_end(loop)
-    t = builder.phi(_I64)
-    accs = [builder.phi(_V16) for _ in range(mr)]
-    t.add_incoming(_I64(0), entry)
-    for a in accs:
-        a.add_incoming(acc0, entry)
-    g_off = builder.sext(builder.load(builder.gep(tab_p, [builder.add(tab_o, t)])), _I64)
-    w_at = builder.add(w_o, builder.mul(t, _I64(LANES * gs)))
-    if isa == "vnni512":
-        wv = vec_at(w_p, w_at, _V16)
-    else:
-        wv = builder.sext(vec_at(w_p, w_at, ir.VectorType(_I8, LANES)), _V16)
-    new = []
-    for m in range(mr):
+    def x_group(m, g_off):
         at_x = builder.gep(x_p, [builder.add(bases[m], g_off)])
         if isa == "vnni512":
-            xval = builder.load(builder.bitcast(at_x, _I32.as_pointer()), align=1)
-        else:
-            xval = builder.sext(builder.load(at_x), _I32)
-        splat = _splat(builder, xval, _V16)
-        if isa == "vnni512":
-            new.append(builder.call(vpdpbusd, [accs[m], splat, wv]))
-        else:
-            new.append(builder.add(accs[m], builder.mul(splat, wv)))
-    t_next = builder.add(t, _I64(1))
-    body_end = builder.basic_block
-    t.add_incoming(t_next, body_end)
-    for a, n in zip(accs, new, strict=True):
-        a.add_incoming(n, body_end)
-    builder.cbranch(builder.icmp_signed("<", t_next, ngroups), loop, done)
+            return builder.load(builder.bitcast(at_x, _I32.as_pointer()), align=1)
+        return builder.sext(builder.load(at_x), _I32)
 
-    builder.position_at_end(done)
-    finals = [builder.phi(_V16) for _ in range(mr)]
-    for f, n in zip(finals, new, strict=True):
-        f.add_incoming(acc0, entry)
-        f.add_incoming(n, body_end)
+    def group(t, g_off, accs):
+        """One group of GS input bytes for every pixel: the 16-lane multiply-adds."""
+        w_at = builder.add(w_o, builder.mul(t, _I64(LANES * gs)))
+        if isa == "vnni512":
+            wv = vec_at(w_p, w_at, _V16)
+        else:
+            wv = builder.sext(vec_at(w_p, w_at, ir.VectorType(_I8, LANES)), _V16)
+        new = []
+        for m in range(nacc):
+            if pair:  # lanes 0-7: pixel 2m, lanes 8-15: pixel 2m+1
+                a = _splat(builder, x_group(2 * m, g_off), _V16)
+                b = _splat(builder, x_group(2 * m + 1, g_off), _V16)
+                mask = ir.Constant(_V16, [0] * (LANES // 2) + [LANES] * (LANES // 2))
+                splat = builder.shuffle_vector(a, b, mask)
+            else:
+                splat = _splat(builder, x_group(m, g_off), _V16)
+            if isa == "vnni512":
+                new.append(builder.call(vpdpbusd, [accs[m], splat, wv]))
+            else:
+                new.append(builder.add(accs[m], builder.mul(splat, wv)))
+        return new
+
+    if offsets is not None:  # straight-line code, constant addresses
+        finals = [acc0] * nacc
+        for t, off in enumerate(offsets):
+            finals = group(_I64(t), _I64(off), finals)
+    else:
+        entry = builder.basic_block
+        loop = builder.append_basic_block("mk.loop")
+        done = builder.append_basic_block("mk.done")
+        builder.cbranch(builder.icmp_signed(">", ngroups, _I64(0)), loop, done)
+        builder.position_at_end(loop)
+        t = builder.phi(_I64)
+        accs = [builder.phi(_V16) for _ in range(nacc)]
+        t.add_incoming(_I64(0), entry)
+        for a in accs:
+            a.add_incoming(acc0, entry)
+        g_off = builder.sext(builder.load(builder.gep(tab_p, [builder.add(tab_o, t)])), _I64)
+        new = group(t, g_off, accs)
+        t_next = builder.add(t, _I64(1))
+        body_end = builder.basic_block
+        t.add_incoming(t_next, body_end)
+        for a, n in zip(accs, new, strict=True):
+            a.add_incoming(n, body_end)
+        builder.cbranch(builder.icmp_signed("<", t_next, ngroups), loop, done)
+        builder.position_at_end(done)
+        finals = [builder.phi(_V16) for _ in range(nacc)]
+        for f, n in zip(finals, new, strict=True):
+            f.add_incoming(acc0, entry)
+            f.add_incoming(n, body_end)
 
     mult = vec_at(p32_p, m_o, _V16)
     shift = vec_at(p32_p, s_o, _V16)
+    half = LANES // 2
+
+    def fold_pair(v):  # lane-wise max of the two pixels of a pair vector
+        swap = ir.Constant(_V16, list(range(half, LANES)) + list(range(half)))
+        return _vmax(builder, [v, builder.shuffle_vector(v, v, swap)])
+
     if pool == POOL_MAX_ACC:
         finals = [_vmax(builder, finals)]
+        if pair:
+            finals = [fold_pair(finals[0])]
     outs = [_requant(builder, f, mult, shift, mode, _splat(builder, zp, _V16)) for f in finals]
     if pool == POOL_MAX_OUT:
         outs = [_vmax(builder, outs)]
+        if pair:
+            outs = [fold_pair(outs[0])]
     lo_v, hi_v, b8_v = (_splat(builder, v, _V16) for v in (lo, hi, b8))
     store_ty = ir.VectorType(_I8, nstore)
+    stores = []  # (vector, first lane, pixel index)
     for m, v in enumerate(outs):
         v = builder.select(builder.icmp_signed("<", v, lo_v), lo_v, v)
         v = builder.select(builder.icmp_signed(">", v, hi_v), hi_v, v)
         v = builder.trunc(builder.add(v, b8_v), ir.VectorType(_I8, LANES))
+        if pair and pool == POOL_NONE:
+            stores += [(v, 0, 2 * m), (v, half, 2 * m + 1)]
+        else:
+            stores.append((v, 0, m))
+    for v, first, m in stores:
         if nstore < LANES:
-            v = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, nstore),
-                                                            list(range(nstore))))
+            lanes = ir.Constant(ir.VectorType(_I32, nstore), list(range(first, first + nstore)))
+            v = builder.shuffle_vector(v, v, lanes)
         at_d = builder.add(d_off, builder.mul(d_step, _I64(m)))
         builder.store(v, builder.bitcast(builder.gep(dst_p, [at_d]), store_ty.as_pointer()),
                       align=1)
