@@ -537,3 +537,22 @@ def test_conv_inner_loop_is_vectorized_aarch64(lenet_graph, cpu, vector_macs):
     # the accumulators live in 128-bit v registers: widening MACs on .4s lanes
     assert re.search(r"(smlal2?|mla|sdot)\s+v\d+\.4s", asm)
     assert ll.llvm_version_info >= (11,)
+
+
+def test_op_names_cannot_inject_code_into_the_generated_module(lenet_graph, mnist_1k, monkeypatch):
+    """Op names come from the model file and reach comments in generated code: a newline in
+    one must not end the comment (loading a model must never execute code from it)."""
+    import copy
+    import os
+
+    monkeypatch.delenv("EDGECONV_PWNED", raising=False)
+    graph = copy.deepcopy(lenet_graph)
+    for op in graph.ops:
+        op.name = f"{op.name}\nimport os\nos.environ['EDGECONV_PWNED'] = '1'\n#"
+    m = compiled_model(graph, ISAS[0])
+    got = m.run(m.prepare_input(mnist_1k[:8]))
+    np.testing.assert_array_equal(got, compiled_model(lenet_graph, ISAS[0]).run(
+        m.prepare_input(mnist_1k[:8])))
+    src = segments(m)[0].plan.source
+    assert "EDGECONV_PWNED" not in os.environ
+    assert not any(line.lstrip().startswith("os.environ") for line in src.splitlines())

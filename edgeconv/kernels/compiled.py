@@ -479,6 +479,9 @@ class _Code:
         self.tiles: dict[tuple, str] = {}  # tile parameters -> name in the generated module
 
     def emit(self, depth: int, line: str):
+        # Op names from the model file reach comments here: a control character (a newline
+        # above all) could end the comment and smuggle code into the generated module.
+        line = "".join(ch if ch >= " " and ch != "\x7f" else "?" for ch in line)
         self.lines.append("    " * depth + line)
 
     def load(self, buf: Buf, idx: str) -> str:
