@@ -94,7 +94,10 @@ def _c_struct(ctype: str, name: str, fields: dict) -> str:
 
 
 def _comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ")
+    """Model-file text made safe inside a C block comment: no way to close the comment,
+    splice a line (backslash) or hide a line ending in a control character."""
+    text = "".join(ch if " " <= ch < "\x7f" else "?" for ch in text)
+    return text.replace("\\", "/").replace("*/", "* /")
 
 
 class _Emitter:
