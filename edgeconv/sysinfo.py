@@ -181,25 +181,22 @@ def cached_kernel_names(source: Path) -> list[str]:
 _GENERATED_DIR, _GENERATED_GLOB = "kernels", "edgeconv_gen_*.py"
 
 
-def _entries(folder: Path | None, stems: list[str]) -> tuple[list[str], int, list[float]]:
-    """Which stems have a Numba index in `folder`, the bytes of their entries, index mtimes."""
-    if folder is None or not folder.is_dir():
-        return [], 0, []
-    present, size, mtimes = [], 0, []
-    for n in stems:
-        index = folder / f"{n}.nbi"
-        if index.is_file():
-            present.append(n)
-            st = index.stat()
-            mtimes.append(st.st_mtime)
-            size += st.st_size + sum(f.stat().st_size for f in folder.glob(f"{n}.*.nbc"))
-    return present, size, mtimes
+def _listing(folder: Path | None) -> dict[str, os.stat_result]:
+    """name -> stat of the Numba cache files (.nbi/.nbc) in `folder`, in one directory scan."""
+    if folder is None:
+        return {}
+    try:
+        with os.scandir(folder) as it:
+            return {e.name: e.stat() for e in it if e.name.endswith((".nbi", ".nbc"))}
+    except OSError:
+        return {}
 
 
 def numba_cache_state(folder: Path | None = None) -> dict:
     """What of edgeconv's compiled code is in Numba's cache: the library kernels (the
     ``@njit(cache=True)`` functions of edgeconv/kernels/*.py, found in `folder`, default
-    where fast.py's go) and the per-model modules of the compiled engine."""
+    where fast.py's go) and the per-model modules of the compiled engine. Cheap: one
+    directory listing per cache folder, whatever their size."""
     from .kernels.probe import cache_dir
 
     fast = _fast_kernels_file()
@@ -214,21 +211,29 @@ def numba_cache_state(folder: Path | None = None) -> dict:
         if names:
             stems += names
             newest_source = max(newest_source, src.stat().st_mtime)
-    present, size, mtimes = _entries(folder, stems)
-    models = 0
+    files = _listing(folder)
+    present = [n for n in stems if f"{n}.nbi" in files]
+    wanted = tuple(f"{n}." for n in present)
+    size = sum(st.st_size for name, st in files.items() if name.startswith(wanted))
+    older = any(files[f"{n}.nbi"].st_mtime < newest_source for n in present)
+    models: set[str] = set()
     gen_dir = cache_dir() / _GENERATED_DIR
-    for gen in sorted(gen_dir.glob(_GENERATED_GLOB)) if gen_dir.is_dir() else []:
-        got, nbytes, _ = _entries(numba_cache_dir(gen)[0], cached_kernel_names(gen))
-        if got:
-            models += 1
-            size += nbytes
+    if gen_dir.is_dir():
+        sources = {p.stem for p in gen_dir.glob(_GENERATED_GLOB)}
+        if sources:
+            gen_files = _listing(numba_cache_dir(gen_dir / "x.py")[0])
+            for name, st in gen_files.items():
+                stem = name.split(".", 1)[0]
+                if stem in sources:
+                    models.add(stem)
+                    size += st.st_size
     if not present and not models:
         state = "empty"
     else:
         state = "filled"
-        if any(m < newest_source for m in mtimes):
+        if older:
             state += "; some entries predate the kernels' source (Numba rechecks them)"
-    return {"kernels": len(present), "of": len(stems), "models": models, "bytes": size,
+    return {"kernels": len(present), "of": len(stems), "models": len(models), "bytes": size,
             "state": state}
 
 
