@@ -94,7 +94,9 @@ def host_mirror() -> str:
                 parts = ln.split()
                 if len(parts) >= 3 and parts[0] == "deb" and parts[2] == SUITE:
                     return next(p for p in parts[1:] if not p.startswith("["))
-    return "http://deb.debian.org/debian"
+    raise SystemExit(
+        f"no Debian {SUITE} mirror found in /etc/apt sources; add one, or pass --mirror"
+    )
 
 
 def tools_problem(arch: str) -> str | None:
